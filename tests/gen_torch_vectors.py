@@ -1,0 +1,61 @@
+#!/usr/bin/python3
+"""Regenerates the PyTorch reference vectors in tests/vectors/ (byte-for-byte reproducible).
+
+Run with Debian's interpreter, which has python3-torch:   /usr/bin/python3 tests/gen_torch_vectors.py
+`--check` regenerates into a temporary folder and fails if any committed file differs.
+Each tests/torch/gen_<family>.py module defines generate(outdir) and writes <family>.safetensors.
+"""
+import argparse
+import filecmp
+import importlib.util
+import os
+import sys
+import tempfile
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def modules():
+    d = os.path.join(HERE, "torch")
+    sys.path.insert(0, d)
+    for name in sorted(os.listdir(d)):
+        if name.startswith("gen_") and name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(d, name))
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            yield name[4:-3], mod
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--check", action="store_true", help="verify committed vectors are reproduced")
+    ap.add_argument("--only", help="regenerate a single family")
+    args = ap.parse_args()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    out = os.path.join(HERE, "vectors")
+    tmp = tempfile.mkdtemp() if args.check else None
+    bad = []
+    for fam, mod in modules():
+        if args.only and fam != args.only:
+            continue
+        torch.manual_seed(1234)
+        target = tmp or out
+        mod.generate(target)
+        if args.check:
+            for f in sorted(os.listdir(tmp)):
+                ref = os.path.join(out, f)
+                if not os.path.exists(ref) or not filecmp.cmp(ref, os.path.join(tmp, f), shallow=False):
+                    bad.append(f)
+                os.remove(os.path.join(tmp, f))
+        print(f"{fam}: ok", flush=True)
+    if bad:
+        print("differs from the committed vectors: " + ", ".join(sorted(set(bad))))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
