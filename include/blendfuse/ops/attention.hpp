@@ -1,0 +1,435 @@
+// blendfuse — attention: scaled dot-product attention on heads and multi-head attention with the
+// semantics of torch.nn.MultiheadAttention(batch_first=True) in eval mode (no dropout).
+//
+// Dimension order:
+//   sdpa:  q (N, H, L, D), k (N, H, S, D), v (N, H, S, Dv) → out (N, H, L, Dv);
+//          probs (N, H, L, S) = softmax(scale · q kᵀ + mask) over S; scale defaults to 1/sqrt(D).
+//          q, k, v may be strided views whose last dimension has unit stride (e.g. the first
+//          `length` positions of a key/value cache) — they are read in place.
+//   mha:   query (N, L, E), key (N, S, E), value (N, S, E); packed in-projection weight (3E, E)
+//          and bias (3E,) laid out [W_q; W_k; W_v] as PyTorch's in_proj_weight / in_proj_bias;
+//          out-projection weight (E, E) and bias (E,); H heads of size D = E / H;
+//          output (N, L, E).
+//   masks: additive float masks (−inf = masked), one of
+//          (L, S)             shared by every batch entry and head,
+//          (N·H, L, S)        one per (batch, head), index n·H + h — PyTorch's 3-d attn_mask,
+//          (H, L, S)          one per head, shared over the batch (blendfuse extension; for N = 1
+//                             it is the same as PyTorch's (N·H, L, S)),
+//          (N|1, H|1, L, S)   4-d, size-1 dimensions broadcast.
+//          Masks may be strided views. A query row whose mask is −inf everywhere yields NaN,
+//          as in PyTorch.
+//
+// Absent biases / masks are empty (default-constructed) tensors. Backward passes take the saved
+// probabilities (and projections for mha) explicitly; mask gradients are not computed.
+// For self-attention (query, key and value the same tensor) add dquery + dkey + dvalue.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "blendfuse/backend/backend.hpp"
+#include "blendfuse/core/tensor.hpp"
+#include "blendfuse/ops/linear.hpp"
+
+namespace blendfuse {
+
+struct SdpaParams {
+  double scale = 0.0;  ///< multiplier of q kᵀ; 0 means 1/sqrt(D)
+};
+
+template <class T, class Backend = Cpu>
+struct SdpaResult {
+  Tensor<T, Backend> out;    ///< (N, H, L, Dv)
+  Tensor<T, Backend> probs;  ///< (N, H, L, S) attention probabilities (saved for backward)
+};
+
+template <class T, class Backend = Cpu>
+struct SdpaGrads {
+  Tensor<T, Backend> dq, dk, dv;  ///< contiguous, shaped like q, k, v
+};
+
+struct MhaParams {
+  Index num_heads = 1;
+};
+
+template <class T, class Backend = Cpu>
+struct MhaWeights {
+  Tensor<T, Backend> in_proj_weight;   ///< (3E, E), rows [W_q; W_k; W_v]
+  Tensor<T, Backend> in_proj_bias;     ///< (3E,) or empty
+  Tensor<T, Backend> out_proj_weight;  ///< (E, E)
+  Tensor<T, Backend> out_proj_bias;    ///< (E,) or empty
+};
+
+/// What the mha forward saves for its backward.
+template <class T, class Backend = Cpu>
+struct MhaContext {
+  Tensor<T, Backend> q;      ///< (N, H, L, D) projected queries
+  Tensor<T, Backend> k;      ///< (N, H, S, D) projected keys
+  Tensor<T, Backend> v;      ///< (N, H, S, D) projected values
+  Tensor<T, Backend> probs;  ///< (N, H, L, S) attention probabilities
+  Tensor<T, Backend> attn;   ///< (N, L, E) merged heads (input of the out-projection)
+};
+
+template <class T, class Backend = Cpu>
+struct MhaResult {
+  Tensor<T, Backend> output;  ///< (N, L, E)
+  MhaContext<T, Backend> ctx;
+};
+
+template <class T, class Backend = Cpu>
+struct MhaGrads {
+  Tensor<T, Backend> dquery, dkey, dvalue;  ///< (N, L, E), (N, S, E), (N, S, E)
+  Tensor<T, Backend> din_proj_weight;       ///< (3E, E)
+  Tensor<T, Backend> din_proj_bias;         ///< (3E,) (also when the forward had no bias)
+  Tensor<T, Backend> dout_proj_weight;      ///< (E, E)
+  Tensor<T, Backend> dout_proj_bias;        ///< (E,)
+};
+
+namespace detail::attn {
+
+/// Read access to an additive mask broadcast to (N, H, L, S).
+template <class T>
+struct MaskAccess {
+  const T* data = nullptr;
+  Index sn = 0, sh = 0, sl = 0, ss = 0;
+  const T* block(Index n, Index h) const { return data ? data + n * sn + h * sh : nullptr; }
+  T at(const T* blk, Index l, Index s) const { return blk[l * sl + s * ss]; }
+};
+
+template <class T, class B>
+MaskAccess<T> make_mask_access(const Tensor<T, B>& m, Index N, Index H, Index L, Index S,
+                               const char* op) {
+  MaskAccess<T> a;
+  if (m.empty() && m.ndim() == 0) return a;
+  const Shape& ms = m.shape();
+  auto bad = [&]() {
+    return ShapeError(::blendfuse::detail::concat(op, ": attn_mask ", m.shape_string(),
+                                     " does not fit (L, S) = (", L, ", ", S, "), batch ", N,
+                                     ", heads ", H, "; expected (L, S), (N*H, L, S), (H, L, S) or "
+                                     "(N|1, H|1, L, S)"));
+  };
+  if (m.ndim() < 2 || m.ndim() > 4 || ms[ms.size() - 2] != L || ms.back() != S) throw bad();
+  a.data = m.data();
+  a.sl = m.stride(-2);
+  a.ss = m.stride(-1);
+  if (m.ndim() == 3) {
+    if (ms[0] == N * H) {
+      a.sn = H * m.stride(0);
+      a.sh = m.stride(0);
+    } else if (ms[0] == H) {
+      a.sh = m.stride(0);
+    } else {
+      throw bad();
+    }
+  } else if (m.ndim() == 4) {
+    if (!((ms[0] == N || ms[0] == 1) && (ms[1] == H || ms[1] == 1))) throw bad();
+    a.sn = ms[0] == 1 ? 0 : m.stride(0);
+    a.sh = ms[1] == 1 ? 0 : m.stride(1);
+  }
+  if (m.numel() == 0) a.data = nullptr;
+  return a;
+}
+
+template <class T>
+using StridedConstMap = Eigen::Map<const dense::RowMat<T>, 0, Eigen::OuterStride<>>;
+
+/// `t` itself when its last dimension has unit stride, otherwise a contiguous copy.
+template <class T, class B>
+Tensor<T, B> unit_last_stride(const Tensor<T, B>& t) {
+  return (t.ndim() > 0 && t.stride(-1) == 1) ? t : t.contiguous();
+}
+
+/// Matrix (rows, cols) of head (n, h) of a 4-d tensor with unit last stride.
+template <class T, class B>
+StridedConstMap<T> head_map(const Tensor<T, B>& t, Index n, Index h) {
+  const Index rows = t.dim(2), cols = t.dim(3);
+  const Index outer = rows > 1 ? t.stride(2) : std::max<Index>(cols, 1);
+  return StridedConstMap<T>(t.data() + n * t.stride(0) + h * t.stride(1), rows, cols,
+                            Eigen::OuterStride<>(std::max<Index>(outer, cols)));
+}
+
+}  // namespace detail::attn
+
+/// Reference attention kernels.
+template <class Backend>
+struct AttentionOp {
+  template <class T>
+  using TensorT = Tensor<T, Backend>;
+
+  template <class T>
+  static void check_sdpa(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>& v,
+                         const char* op) {
+    BF_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4, ShapeError, op,
+             ": q, k, v must be (N, H, L, D), (N, H, S, D), (N, H, S, Dv); got ",
+             q.shape_string(), ", ", k.shape_string(), ", ", v.shape_string());
+    BF_CHECK(k.dim(0) == q.dim(0) && k.dim(1) == q.dim(1) && k.dim(3) == q.dim(3), ShapeError,
+             op, ": key ", k.shape_string(), " does not match query ", q.shape_string());
+    BF_CHECK(v.dim(0) == k.dim(0) && v.dim(1) == k.dim(1) && v.dim(2) == k.dim(2), ShapeError,
+             op, ": value ", v.shape_string(), " does not match key ", k.shape_string());
+  }
+
+  /// Forward; with `keep_probs` false the probabilities are not stored (inference).
+  template <class T>
+  static SdpaResult<T, Backend> sdpa_forward(const TensorT<T>& q_in, const TensorT<T>& k_in,
+                                             const TensorT<T>& v_in, const TensorT<T>& mask,
+                                             const SdpaParams& p, bool keep_probs = true) {
+    detail::dense::require_host_backend<T, Backend>();
+    check_sdpa<T>(q_in, k_in, v_in, "sdpa");
+    const TensorT<T> q = detail::attn::unit_last_stride(q_in), k = detail::attn::unit_last_stride(k_in),
+                     v = detail::attn::unit_last_stride(v_in);
+    const Index N = q.dim(0), H = q.dim(1), L = q.dim(2), D = q.dim(3), S = k.dim(2),
+                Dv = v.dim(3);
+    const auto ma = detail::attn::make_mask_access(mask, N, H, L, S, "sdpa");
+    const T scale = static_cast<T>(p.scale != 0.0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(D)));
+    SdpaResult<T, Backend> r;
+    r.out = TensorT<T>({N, H, L, Dv});
+    if (keep_probs) r.probs = TensorT<T>({N, H, L, S});
+    detail::dense::RowMat<T> scratch;
+    if (!keep_probs) scratch.resize(L, S);
+    for (Index n = 0; n < N; ++n)
+      for (Index h = 0; h < H; ++h) {
+        T* pp = keep_probs ? r.probs.data() + (n * H + h) * L * S : scratch.data();
+        detail::dense::MatMap<T> P(pp, L, S);
+        if (L == 0) continue;
+        if (S > 0) {
+          P.noalias() = detail::attn::head_map(q, n, h) * detail::attn::head_map(k, n, h).transpose();
+          P *= scale;
+        }
+        const T* mb = ma.block(n, h);
+        for (Index l = 0; l < L; ++l) {
+          T* row = pp + l * S;
+          if (mb)
+            for (Index s = 0; s < S; ++s) row[s] += ma.at(mb, l, s);
+          T mx = -std::numeric_limits<T>::infinity();
+          for (Index s = 0; s < S; ++s) mx = std::max(mx, row[s]);
+          T sum = 0;
+          for (Index s = 0; s < S; ++s) {
+            row[s] = std::exp(row[s] - mx);
+            sum += row[s];
+          }
+          const T inv = T(1) / sum;
+          for (Index s = 0; s < S; ++s) row[s] *= inv;
+        }
+        detail::dense::MatMap<T> O(r.out.data() + (n * H + h) * L * Dv, L, Dv);
+        if (S > 0)
+          O.noalias() = P * detail::attn::head_map(v, n, h);
+        else
+          O.setZero();
+      }
+    return r;
+  }
+
+  template <class T>
+  static SdpaGrads<T, Backend> sdpa_backward(const TensorT<T>& q_in, const TensorT<T>& k_in,
+                                             const TensorT<T>& v_in, const TensorT<T>& probs_in,
+                                             const TensorT<T>& dout_in, const SdpaParams& p) {
+    detail::dense::require_host_backend<T, Backend>();
+    check_sdpa<T>(q_in, k_in, v_in, "sdpa_backward");
+    const Index N = q_in.dim(0), H = q_in.dim(1), L = q_in.dim(2), D = q_in.dim(3),
+                S = k_in.dim(2), Dv = v_in.dim(3);
+    BF_CHECK(probs_in.shape() == (Shape{N, H, L, S}), ShapeError, "sdpa_backward: probs ",
+             probs_in.shape_string(), " should be ", shape_str({N, H, L, S}));
+    BF_CHECK(dout_in.shape() == (Shape{N, H, L, Dv}), ShapeError, "sdpa_backward: dout ",
+             dout_in.shape_string(), " should be ", shape_str({N, H, L, Dv}));
+    const TensorT<T> q = detail::attn::unit_last_stride(q_in), k = detail::attn::unit_last_stride(k_in),
+                     v = detail::attn::unit_last_stride(v_in), P = probs_in.contiguous(),
+                     dO = dout_in.contiguous();
+    const T scale = static_cast<T>(p.scale != 0.0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(D)));
+    SdpaGrads<T, Backend> g{TensorT<T>(q_in.shape()), TensorT<T>(k_in.shape()),
+                            TensorT<T>(v_in.shape())};
+    detail::dense::RowMat<T> dS(L, S);
+    for (Index n = 0; n < N; ++n)
+      for (Index h = 0; h < H; ++h) {
+        const Index b = n * H + h;
+        detail::dense::ConstMatMap<T> Pm(P.data() + b * L * S, L, S);
+        detail::dense::ConstMatMap<T> dOm(dO.data() + b * L * Dv, L, Dv);
+        detail::dense::MatMap<T> dQ(g.dq.data() + b * L * D, L, D);
+        detail::dense::MatMap<T> dK(g.dk.data() + b * S * D, S, D);
+        detail::dense::MatMap<T> dV(g.dv.data() + b * S * Dv, S, Dv);
+        if (L == 0 || S == 0) continue;
+        dV.noalias() = Pm.transpose() * dOm;
+        dS.noalias() = dOm * detail::attn::head_map(v, n, h).transpose();  // dP
+        for (Index l = 0; l < L; ++l) {
+          T dot = 0;
+          for (Index s = 0; s < S; ++s) dot += Pm(l, s) * dS(l, s);
+          for (Index s = 0; s < S; ++s) dS(l, s) = Pm(l, s) * (dS(l, s) - dot) * scale;
+        }
+        dQ.noalias() = dS * detail::attn::head_map(k, n, h);
+        dK.noalias() = dS.transpose() * detail::attn::head_map(q, n, h);
+      }
+    return g;
+  }
+
+  /// (N, L, E) → (N, H, L, E/H), contiguous.
+  template <class T>
+  static TensorT<T> split_heads(const TensorT<T>& x, Index H) {
+    BF_CHECK(x.ndim() == 3, ShapeError, "split_heads: expected (N, L, E), got ", x.shape_string());
+    BF_CHECK(H > 0 && x.dim(2) % H == 0, ShapeError, "split_heads: embedding ", x.dim(2),
+             " of ", x.shape_string(), " is not divisible by ", H, " heads");
+    const Index N = x.dim(0), L = x.dim(1), D = x.dim(2) / H;
+    return x.contiguous().reshape({N, L, H, D}).transpose(1, 2).clone();
+  }
+
+  /// (N, H, L, D) → (N, L, H·D), contiguous.
+  template <class T>
+  static TensorT<T> merge_heads(const TensorT<T>& x) {
+    BF_CHECK(x.ndim() == 4, ShapeError, "merge_heads: expected (N, H, L, D), got ",
+             x.shape_string());
+    const Index N = x.dim(0), H = x.dim(1), L = x.dim(2), D = x.dim(3);
+    return x.transpose(1, 2).clone().reshape({N, L, H * D});
+  }
+
+  template <class T>
+  static Index check_mha(const TensorT<T>& query, const TensorT<T>& key, const TensorT<T>& value,
+                         const MhaWeights<T, Backend>& w, const MhaParams& p, const char* op) {
+    BF_CHECK(query.ndim() == 3 && key.ndim() == 3 && value.ndim() == 3, ShapeError, op,
+             ": query, key, value must be (N, L, E), (N, S, E), (N, S, E); got ",
+             query.shape_string(), ", ", key.shape_string(), ", ", value.shape_string());
+    const Index N = query.dim(0), E = query.dim(2);
+    BF_CHECK(key.dim(0) == N && key.dim(2) == E, ShapeError, op, ": key ", key.shape_string(),
+             " does not match query ", query.shape_string());
+    BF_CHECK(value.shape() == key.shape(), ShapeError, op, ": value ", value.shape_string(),
+             " does not match key ", key.shape_string());
+    BF_CHECK(p.num_heads > 0, ArgumentError, op, ": num_heads must be positive, got ",
+             p.num_heads);
+    BF_CHECK(E % p.num_heads == 0, ArgumentError, op, ": embed_dim ", E,
+             " is not divisible by num_heads ", p.num_heads);
+    check_shape(w.in_proj_weight, {3 * E, E}, std::string(op) + ": in_proj_weight");
+    if (!w.in_proj_bias.empty()) check_shape(w.in_proj_bias, {3 * E}, std::string(op) + ": in_proj_bias");
+    check_shape(w.out_proj_weight, {E, E}, std::string(op) + ": out_proj_weight");
+    if (!w.out_proj_bias.empty()) check_shape(w.out_proj_bias, {E}, std::string(op) + ": out_proj_bias");
+    return E;
+  }
+
+  template <class T>
+  static MhaResult<T, Backend> mha_forward(const TensorT<T>& query, const TensorT<T>& key,
+                                           const TensorT<T>& value,
+                                           const MhaWeights<T, Backend>& w, const MhaParams& p,
+                                           const TensorT<T>& mask) {
+    detail::dense::require_host_backend<T, Backend>();
+    const Index E = check_mha<T>(query, key, value, w, p, "multi_head_attention");
+    const Index H = p.num_heads;
+    auto wpart = [&](Index i) { return w.in_proj_weight.slice(0, i * E, (i + 1) * E); };
+    auto bpart = [&](Index i) {
+      return w.in_proj_bias.empty() ? TensorT<T>() : w.in_proj_bias.slice(0, i * E, (i + 1) * E);
+    };
+    MhaResult<T, Backend> r;
+    r.ctx.q = split_heads<T>(LinearOp<Backend>::template forward<T>(query, wpart(0), bpart(0)), H);
+    r.ctx.k = split_heads<T>(LinearOp<Backend>::template forward<T>(key, wpart(1), bpart(1)), H);
+    r.ctx.v = split_heads<T>(LinearOp<Backend>::template forward<T>(value, wpart(2), bpart(2)), H);
+    SdpaResult<T, Backend> a = sdpa_forward<T>(r.ctx.q, r.ctx.k, r.ctx.v, mask, SdpaParams{}, true);
+    r.ctx.probs = std::move(a.probs);
+    r.ctx.attn = merge_heads<T>(a.out);
+    r.output = LinearOp<Backend>::template forward<T>(r.ctx.attn, w.out_proj_weight, w.out_proj_bias);
+    return r;
+  }
+
+  template <class T>
+  static MhaGrads<T, Backend> mha_backward(const TensorT<T>& query, const TensorT<T>& key,
+                                           const TensorT<T>& value,
+                                           const MhaWeights<T, Backend>& w, const MhaParams& p,
+                                           const MhaContext<T, Backend>& ctx,
+                                           const TensorT<T>& dout) {
+    detail::dense::require_host_backend<T, Backend>();
+    const Index E = check_mha<T>(query, key, value, w, p, "multi_head_attention_backward");
+    BF_CHECK(dout.shape() == query.shape(), ShapeError,
+             "multi_head_attention_backward: dout ", dout.shape_string(),
+             " does not match output shape ", query.shape_string());
+    const Index N = query.dim(0), L = query.dim(1), S = key.dim(1), H = p.num_heads;
+    BF_CHECK(ctx.probs.shape() == (Shape{N, H, L, S}) && ctx.attn.shape() == query.shape(),
+             ShapeError, "multi_head_attention_backward: context (probs ",
+             ctx.probs.shape_string(), ", attn ", ctx.attn.shape_string(),
+             ") does not belong to these inputs");
+    MhaGrads<T, Backend> g;
+    LinearGrads<T, Backend> go =
+        LinearOp<Backend>::template backward<T>(ctx.attn, w.out_proj_weight, dout);
+    g.dout_proj_weight = std::move(go.dw);
+    g.dout_proj_bias = std::move(go.db);
+    SdpaGrads<T, Backend> gs = sdpa_backward<T>(ctx.q, ctx.k, ctx.v, ctx.probs,
+                                                split_heads<T>(go.dx, H), SdpaParams{});
+    g.din_proj_weight = TensorT<T>({3 * E, E});
+    g.din_proj_bias = TensorT<T>({3 * E});
+    const TensorT<T>* inputs[3] = {&query, &key, &value};
+    const TensorT<T>* dheads[3] = {&gs.dq, &gs.dk, &gs.dv};
+    TensorT<T>* dinputs[3] = {&g.dquery, &g.dkey, &g.dvalue};
+    for (Index i = 0; i < 3; ++i) {
+      LinearGrads<T, Backend> gi = LinearOp<Backend>::template backward<T>(
+          *inputs[i], w.in_proj_weight.slice(0, i * E, (i + 1) * E), merge_heads<T>(*dheads[i]));
+      *dinputs[i] = std::move(gi.dx);
+      g.din_proj_weight.slice(0, i * E, (i + 1) * E).assign(gi.dw);
+      g.din_proj_bias.slice(0, i * E, (i + 1) * E).assign(gi.db);
+    }
+    return g;
+  }
+};
+
+namespace ops {
+
+/// Scaled dot-product attention; returns output and probabilities (for backward).
+template <class T, class B>
+SdpaResult<T, B> sdpa(const Tensor<T, B>& q, const Tensor<T, B>& k, const Tensor<T, B>& v,
+                      const Tensor<T, B>& mask = {}, const SdpaParams& p = {}) {
+  return AttentionOp<B>::template sdpa_forward<T>(q, k, v, mask, p, true);
+}
+
+/// Gradients of sdpa w.r.t. q, k, v from the saved probabilities and dout (N, H, L, Dv).
+template <class T, class B>
+SdpaGrads<T, B> sdpa_backward(const Tensor<T, B>& q, const Tensor<T, B>& k,
+                              const Tensor<T, B>& v, const Tensor<T, B>& probs,
+                              const Tensor<T, B>& dout, const SdpaParams& p = {}) {
+  return AttentionOp<B>::template sdpa_backward<T>(q, k, v, probs, dout, p);
+}
+
+/// Inference attention against a key/value cache: attends q (N, H, L, D) (typically L = 1) to
+/// the first `length` positions of k_cache (N, H, S_max, D) / v_cache (N, H, S_max, Dv) without
+/// copying them and without storing probabilities. `mask` (empty or any mask form above) must
+/// have S = length; slice a larger mask with Tensor::slice (strided views are fine).
+template <class T, class B>
+Tensor<T, B> sdpa_cached(const Tensor<T, B>& q, const Tensor<T, B>& k_cache,
+                         const Tensor<T, B>& v_cache, Index length, const Tensor<T, B>& mask = {},
+                         const SdpaParams& p = {}) {
+  BF_CHECK(k_cache.ndim() == 4 && v_cache.ndim() == 4, ShapeError,
+           "sdpa_cached: caches must be (N, H, S_max, D), got ", k_cache.shape_string(), " and ",
+           v_cache.shape_string());
+  BF_CHECK(length >= 0 && length <= k_cache.dim(2) && length <= v_cache.dim(2), ArgumentError,
+           "sdpa_cached: length ", length, " exceeds cache ", k_cache.shape_string());
+  return AttentionOp<B>::template sdpa_forward<T>(q, k_cache.slice(2, 0, length),
+                                                  v_cache.slice(2, 0, length), mask, p, false)
+      .out;
+}
+
+/// (N, L, E) → (N, H, L, E/H) and back.
+template <class T, class B>
+Tensor<T, B> split_heads(const Tensor<T, B>& x, Index num_heads) {
+  return AttentionOp<B>::template split_heads<T>(x, num_heads);
+}
+template <class T, class B>
+Tensor<T, B> merge_heads(const Tensor<T, B>& x) {
+  return AttentionOp<B>::template merge_heads<T>(x);
+}
+
+/// torch.nn.MultiheadAttention(batch_first=True) forward (eval); returns output and context.
+template <class T, class B>
+MhaResult<T, B> multi_head_attention(const Tensor<T, B>& query, const Tensor<T, B>& key,
+                                     const Tensor<T, B>& value, const MhaWeights<T, B>& w,
+                                     const MhaParams& p, const Tensor<T, B>& attn_mask = {}) {
+  return AttentionOp<B>::template mha_forward<T>(query, key, value, w, p, attn_mask);
+}
+
+/// Gradients of multi_head_attention w.r.t. query, key, value and all weights.
+template <class T, class B>
+MhaGrads<T, B> multi_head_attention_backward(const Tensor<T, B>& query, const Tensor<T, B>& key,
+                                             const Tensor<T, B>& value,
+                                             const MhaWeights<T, B>& w, const MhaParams& p,
+                                             const MhaContext<T, B>& ctx,
+                                             const Tensor<T, B>& dout) {
+  return AttentionOp<B>::template mha_backward<T>(query, key, value, w, p, ctx, dout);
+}
+
+}  // namespace ops
+}  // namespace blendfuse
