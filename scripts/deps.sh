@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config ccache
       libeigen3-dev libxtensor-dev libdnnl-dev doctest-dev libbenchmark-dev nlohmann-json3-dev
-      libsndfile1-dev libsoxr-dev)
+      libsndfile1-dev libsoxr-dev libcli11-dev libespeak-ng-dev espeak-ng-data)
 
 missing=()
 for p in "${PKGS[@]}"; do
