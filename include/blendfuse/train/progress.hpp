@@ -53,6 +53,10 @@ class Progress {
 
   double elapsed_seconds() const { return seconds(Clock::now() - start_); }
 
+  using TimePoint = std::chrono::steady_clock::time_point;
+  static TimePoint now() { return std::chrono::steady_clock::now(); }
+  static double seconds_since(TimePoint t) { return seconds(now() - t); }
+
  private:
   using Clock = std::chrono::steady_clock;
   static double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }

@@ -1,0 +1,80 @@
+// blendfuse — named parameters shared by modules, optimisers and checkpoints.
+//
+// A Parameter holds a value and its accumulated gradient. Names equal the PyTorch reference
+// module's state_dict keys, so a safetensors export of the reference loads without renaming.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "blendfuse/core/rng.hpp"
+#include "blendfuse/core/tensor.hpp"
+#include "blendfuse/io/safetensors.hpp"
+
+namespace blendfuse::nn {
+
+template <class T>
+struct Parameter {
+  std::string name;
+  Tensor<T> value;
+  Tensor<T> grad;
+
+  Parameter() = default;
+  Parameter(std::string n, Shape shape) : name(std::move(n)), value(shape), grad(shape) {}
+
+  void zero_grad() { grad.zero(); }
+  /// grad += g (shapes must agree).
+  void accumulate(const Tensor<T>& g) {
+    BF_CHECK(g.shape() == value.shape(), ShapeError, "parameter '", name, "': gradient shape ",
+             g.shape_string(), " does not match ", value.shape_string());
+    const auto c = g.contiguous();
+    for (Index i = 0; i < grad.numel(); ++i) grad[i] += c[i];
+  }
+};
+
+template <class T>
+using ParamList = std::vector<Parameter<T>*>;
+
+/// Kaiming-uniform initialisation as torch.nn.Conv2d/Linear use by default (a = √5), i.e.
+/// U(−1/√fan_in, 1/√fan_in).
+template <class T>
+void init_uniform_fan_in(Parameter<T>& p, Index fan_in, Rng& rng) {
+  const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+  fill_uniform(p.value, rng, -bound, bound);
+}
+
+template <class T>
+void zero_grads(const ParamList<T>& ps) {
+  for (auto* p : ps) p->zero_grad();
+}
+
+template <class T>
+Index count_parameters(const ParamList<T>& ps) {
+  Index n = 0;
+  for (auto* p : ps) n += p->value.numel();
+  return n;
+}
+
+/// Adds every parameter value to a safetensors writer under `prefix + name`.
+template <class T>
+void add_parameters(io::SafeTensorsWriter& w, const ParamList<T>& ps, const std::string& prefix = "") {
+  for (auto* p : ps) w.add(prefix + p->name, p->value);
+}
+
+/// Loads every parameter from `f` (names prefixed by `prefix`), checking shapes; errors name the
+/// file and the tensor.
+template <class T>
+void load_parameters(const io::SafeTensorsFile& f, const ParamList<T>& ps, const std::string& prefix = "") {
+  for (auto* p : ps) {
+    const std::string key = prefix + p->name;
+    if (!f.contains(key)) throw IoError(f.path(), "missing tensor '" + key + "'");
+    auto t = f.get<T>(key, p->value.shape());
+    for (Index i = 0; i < t.numel(); ++i) {
+      if (!std::isfinite(static_cast<double>(t[i])))
+        throw IoError(f.path(), "tensor '" + key + "' contains NaN or Inf at element " + std::to_string(i));
+    }
+    p->value = std::move(t);
+  }
+}
+
+}  // namespace blendfuse::nn

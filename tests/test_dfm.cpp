@@ -1,0 +1,161 @@
+// The deformation fusion module: whole-module backward against finite differences on a small
+// config, save/load round trip, fusion semantics, and a short training run whose loss falls.
+#include "test_util.hpp"
+
+#include <filesystem>
+
+#include "blendfuse/nn/dfm.hpp"
+#include "blendfuse/train/adam.hpp"
+
+using namespace blendfuse;
+
+namespace {
+
+/// A (n×n)-vertex grid over [-1,1]² with a gentle bump (a disk-like open surface).
+struct Grid {
+  Tensor<float> vertices;
+  Tensor<std::int32_t> faces;
+};
+Grid make_grid(int n) {
+  Grid g{Tensor<float>({n * n, 3}), Tensor<std::int32_t>({2 * (n - 1) * (n - 1), 3})};
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      const float x = -1.0f + 2.0f * j / (n - 1), y = -1.0f + 2.0f * i / (n - 1);
+      g.vertices(i * n + j, 0) = x * 50;
+      g.vertices(i * n + j, 1) = y * 50;
+      g.vertices(i * n + j, 2) = 10 * std::exp(-(x * x + y * y));
+    }
+  Index f = 0;
+  for (int i = 0; i + 1 < n; ++i)
+    for (int j = 0; j + 1 < n; ++j) {
+      const int a = i * n + j, b = a + 1, c = a + n, d = c + 1;
+      g.faces(f, 0) = a; g.faces(f, 1) = b; g.faces(f, 2) = d; ++f;
+      g.faces(f, 0) = a; g.faces(f, 1) = d; g.faces(f, 2) = c; ++f;
+    }
+  return g;
+}
+
+nn::DfmConfig tiny_config(const std::string& variant) {
+  nn::DfmConfig c;
+  c.apply_variant(variant);
+  c.map_size = 16;
+  c.channels = {3, 4};
+  c.k_a = 3;
+  c.k_e = 2;
+  c.mlp_hidden = 6;
+  c.lambda_sparsity = 0.3;
+  c.lambda_laplace = 0.5;
+  c.lambda_reg = 0.01;
+  if (variant != "paper") c.lambda_usage = 0.2;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("DFM: gradients of the total loss match finite differences (every variant)") {
+  const Grid g = make_grid(7);
+  Rng rng(21);
+  auto dv = bft::random_tensor({3, 49, 3}, rng);
+  auto weights = Tensor<double>::full({49}, 1.0);
+  weights[10] = 3.0;
+  for (const char* variant : {"paper", "full", "no-map"}) {
+    CAPTURE(variant);
+    nn::DeformationFusionModule<double> m(tiny_config(variant), g.vertices, g.faces, 5);
+    auto ps = m.parameters();
+    for (nn::Domain d : {nn::Domain::Speech, nn::Domain::Expression}) {
+      CAPTURE(nn::domain_name(d));
+      nn::zero_grads(ps);
+      const double total = m.train_batch(d, dv, weights).total;
+      CHECK(total == doctest::Approx(m.evaluate_batch(d, dv, weights).total).epsilon(1e-12));
+      Rng pick(8);
+      for (auto* p : ps) {
+        CAPTURE(p->name);
+        double worst = 0, wa = 0, wn = 0;
+        for (int k = 0; k < 6; ++k) {
+          const Index i = static_cast<Index>(pick.below(static_cast<std::uint64_t>(p->value.numel())));
+          const double orig = p->value[i], eps = 1e-6;
+          p->value[i] = orig + eps;
+          const double lp = m.evaluate_batch(d, dv, weights).total;
+          p->value[i] = orig - eps;
+          const double lm = m.evaluate_batch(d, dv, weights).total;
+          p->value[i] = orig;
+          const double num = (lp - lm) / (2 * eps);
+          const double err = std::abs(num - p->grad[i]) / (1e-7 + 1e-4 * std::max(std::abs(num), std::abs(p->grad[i])));
+          if (err > worst) { worst = err; wa = p->grad[i]; wn = num; }
+        }
+        CHECK_MESSAGE(worst <= 1.0, "analytic ", wa, " vs numeric ", wn);
+      }
+    }
+  }
+}
+
+TEST_CASE("DFM: fuse takes speech weights from E_a and expression weights from E_e") {
+  const Grid g = make_grid(7);
+  nn::DeformationFusionModule<double> m(tiny_config("full"), g.vertices, g.faces, 6);
+  Rng rng(4);
+  auto a = bft::random_tensor({2, 49, 3}, rng), e = bft::random_tensor({2, 49, 3}, rng);
+  auto wa = m.encode(nn::Domain::Speech, a), we = m.encode(nn::Domain::Expression, e);
+  for (Index t = 0; t < 2; ++t)
+    for (Index j = 3; j < 5; ++j) wa(t, j) = 0.5 * we(t, j);
+  BFT_CHECK_CLOSE(m.fuse(a, e, 0.5), m.decode(wa), 1e-12, 1e-12);
+  CHECK_THROWS_AS(m.fuse(a, bft::random_tensor({3, 49, 3}, rng)), ShapeError);
+  CHECK_THROWS_AS(m.encode(nn::Domain::Speech, bft::random_tensor({2, 48, 3}, rng)), ShapeError);
+}
+
+TEST_CASE("DFM: save/load round trip keeps config, map and weights; bad files are rejected") {
+  const Grid g = make_grid(7);
+  const auto dir = std::filesystem::temp_directory_path() / "blendfuse_tests";
+  std::filesystem::create_directories(dir);
+  Rng rng(9);
+  auto a = bft::random_tensor({2, 49, 3}, rng).cast<float>();
+  for (const char* variant : {"full", "no-map"}) {
+    CAPTURE(variant);
+    nn::DeformationFusionModule<float> m(tiny_config(variant), g.vertices, g.faces, 7);
+    const std::string path = (dir / (std::string("dfm_") + variant + ".safetensors")).string();
+    m.save(path);
+    auto m2 = nn::DeformationFusionModule<float>::load(path);
+    CHECK(m2.config().to_json() == m.config().to_json());
+    BFT_CHECK_CLOSE(m2.fuse(a, a), m.fuse(a, a), 0.0, 0.0);
+  }
+  // a weights file that is not a model
+  io::SafeTensorsWriter w;
+  w.add("x", Tensor<float>({2}));
+  const std::string bad = (dir / "not_a_model.safetensors").string();
+  w.save(bad);
+  CHECK_THROWS_WITH_AS(nn::DeformationFusionModule<float>::load(bad), doctest::Contains("not_a_model.safetensors: not a blendfuse fusion model"), IoError);
+  CHECK_THROWS_AS(nn::DfmConfig().apply_variant("bogus"), ArgumentError);
+}
+
+TEST_CASE("DFM: a short training run reduces the loss on a tiny two-domain dataset") {
+  const Grid g = make_grid(9);
+  const Index V = 81;
+  Rng rng(33);
+  // two rank-2 deformation families
+  auto basis = bft::random_tensor({4, V, 3}, rng).cast<float>();
+  auto make = [&](int first, int n) {
+    Tensor<float> out({n, V, 3});
+    for (int t = 0; t < n; ++t) {
+      const double c0 = rng.normal(), c1 = rng.normal();
+      for (Index i = 0; i < V * 3; ++i) out[t * V * 3 + i] = static_cast<float>(c0 * basis[first * V * 3 + i] + c1 * basis[(first + 1) * V * 3 + i]);
+    }
+    return out;
+  };
+  auto sa = make(0, 16), se = make(2, 16);
+  nn::DfmConfig cfg = tiny_config("full");
+  cfg.lambda_laplace = 0.01;
+  cfg.k_a = 4;
+  cfg.k_e = 4;
+  nn::DeformationFusionModule<float> m(cfg, g.vertices, g.faces, 1);
+  train::Adam<float> opt(m.parameters(), {3e-3});
+  const Tensor<float> none;
+  const double before = m.evaluate_batch(nn::Domain::Speech, sa, none).rec + m.evaluate_batch(nn::Domain::Expression, se, none).rec;
+  for (int step = 0; step < 150; ++step) {
+    nn::zero_grads(m.parameters());
+    m.train_batch(nn::Domain::Speech, sa, none);
+    m.train_batch(nn::Domain::Expression, se, none);
+    opt.step();
+  }
+  const double after = m.evaluate_batch(nn::Domain::Speech, sa, none).rec + m.evaluate_batch(nn::Domain::Expression, se, none).rec;
+  MESSAGE("reconstruction loss ", before, " -> ", after);
+  CHECK(after < 0.3 * before);
+}

@@ -1,0 +1,161 @@
+// Fusion-module building blocks: encoders, the blendshape decoder and the losses, checked
+// against central finite differences in double.
+#include "test_util.hpp"
+
+#include "blendfuse/loss/losses.hpp"
+#include "blendfuse/nn/blendshape_decoder.hpp"
+#include "blendfuse/nn/encoders.hpp"
+#include "blendfuse/train/adam.hpp"
+
+using namespace blendfuse;
+
+namespace {
+
+/// Checks the gradients a module accumulated into its parameters against central differences of
+/// L = Σ out·R, where `run(with_backward)` runs forward (and backward with dL/dout = R).
+void check_param_grads(const nn::ParamList<double>& ps, const std::function<double(bool)>& run,
+                       double rtol = 1e-5, double atol = 1e-8, int probes = 25) {
+  nn::zero_grads(ps);
+  run(true);
+  Rng rng(3);
+  for (auto* p : ps) {
+    CAPTURE(p->name);
+    double worst = 0, wa = 0, wn = 0;
+    for (int k = 0; k < probes; ++k) {
+      const Index i = static_cast<Index>(rng.below(static_cast<std::uint64_t>(p->value.numel())));
+      const double orig = p->value[i], eps = 1e-6;
+      p->value[i] = orig + eps;
+      const double lp = run(false);
+      p->value[i] = orig - eps;
+      const double lm = run(false);
+      p->value[i] = orig;
+      const double num = (lp - lm) / (2 * eps);
+      const double err = std::abs(num - p->grad[i]) / (atol + rtol * std::max(std::abs(num), std::abs(p->grad[i])));
+      if (err > worst) { worst = err; wa = p->grad[i]; wn = num; }
+    }
+    CHECK_MESSAGE(worst <= 1.0, "analytic ", wa, " vs numeric ", wn);
+  }
+}
+
+double dot(const Tensor<double>& a, const Tensor<double>& b) {
+  double s = 0;
+  for (Index i = 0; i < a.numel(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("ConvInReluEncoder: parameter gradients match finite differences") {
+  nn::ConvEncoderConfig cfg;
+  cfg.in_channels = 4;
+  cfg.channels = {3, 4, 5};
+  cfg.map_size = 16;
+  cfg.out_features = 6;
+  nn::ConvInReluEncoder<double> enc(cfg, "enc.");
+  Rng rng(11);
+  enc.init(rng);
+  CHECK(cfg.final_size() == 2);
+  auto x = bft::random_tensor({2, 4, 16, 16}, rng);
+  auto R = bft::random_tensor({2, 6}, rng);
+  check_param_grads(enc.parameters(), [&](bool bwd) {
+    nn::ConvInReluEncoder<double>::Context ctx;
+    auto y = enc.forward(x, bwd ? &ctx : nullptr);
+    if (bwd) enc.backward(ctx, R);
+    return dot(y, R);
+  });
+  CHECK_THROWS_AS(enc.forward(bft::random_tensor({1, 3, 16, 16}, rng)), ShapeError);
+}
+
+TEST_CASE("MlpEncoder: parameter gradients match finite differences") {
+  nn::MlpEncoder<double> enc({12, 7, 5}, "mlp.");
+  Rng rng(12);
+  enc.init(rng);
+  auto x = bft::random_tensor({3, 12}, rng);
+  auto R = bft::random_tensor({3, 5}, rng);
+  check_param_grads(enc.parameters(), [&](bool bwd) {
+    nn::MlpEncoder<double>::Context ctx;
+    auto y = enc.forward(x, bwd ? &ctx : nullptr);
+    if (bwd) enc.backward(ctx, R);
+    return dot(y, R);
+  });
+}
+
+TEST_CASE("BlendshapeDecoder: free and fixed-norm columns, weight and input gradients") {
+  for (double norm : {0.0, 2.5}) {
+    CAPTURE(norm);
+    nn::BlendshapeDecoder<double> dec(5, 4, norm);
+    Rng rng(13);
+    dec.init(rng);
+    if (norm > 0) {
+      auto b = dec.blendshapes();
+      for (Index j = 0; j < 4; ++j) {
+        double s = 0;
+        for (Index i = 0; i < 15; ++i) s += b[i * 4 + j] * b[i * 4 + j];
+        CHECK(std::sqrt(s) == doctest::Approx(norm).epsilon(1e-9));
+      }
+    }
+    auto w = bft::random_tensor({3, 4}, rng);
+    auto R = bft::random_tensor({3, 15}, rng);
+    check_param_grads(dec.parameters(), [&](bool bwd) {
+      nn::BlendshapeDecoder<double>::Context ctx;
+      auto y = dec.forward(w, bwd ? &ctx : nullptr);
+      if (bwd) dec.backward(ctx, R);
+      return dot(y, R);
+    });
+    bft::gradcheck(
+        {w}, [&](const std::vector<Tensor<double>>& in) { return dec.forward(in[0]); },
+        [&](const std::vector<Tensor<double>>& in, const Tensor<double>& d) {
+          nn::BlendshapeDecoder<double>::Context ctx;
+          dec.forward(in[0], &ctx);
+          return std::vector<Tensor<double>>{dec.backward(ctx, d)};
+        });
+  }
+}
+
+TEST_CASE("losses: values on hand-computed cases and gradients by finite differences") {
+  auto p = Tensor<double>::from({1, 6}, {1, 2, 3, 0, 0, 1});
+  auto t = Tensor<double>::from({1, 6}, {0, 2, 3, 0, 0, 0});
+  auto w = Tensor<double>::from({2}, {2, 0.5});
+  // (1/V) Σ ω‖d‖² = (2·1 + 0.5·1) / 2
+  CHECK(loss::weighted_mse(p, t, w).value == doctest::Approx(1.25));
+  CHECK(loss::weighted_mse(p, t, Tensor<double>()).value == doctest::Approx(1.0));
+  CHECK(loss::l1(Tensor<double>::from({2, 2}, {1, -2, 0, 3})).value == doctest::Approx(3.0));
+  CHECK(loss::mean_sq(p).value == doctest::Approx((1 + 4 + 9 + 1) / 2.0));
+  // usage: column 0 used (rms 1), column 1 unused → ≈ 1
+  CHECK(loss::usage_group_lasso(Tensor<double>::from({2, 2}, {1, 0, -1, 0})).value == doctest::Approx(1.0).epsilon(1e-3));
+  CHECK_THROWS_AS(loss::weighted_mse(p, Tensor<double>({1, 3}), w), ShapeError);
+  CHECK_THROWS_AS(loss::weighted_mse(p, t, Tensor<double>({3})), ShapeError);
+
+  Rng rng(5);
+  auto x = bft::random_tensor({3, 6}, rng);
+  auto y = bft::random_tensor({3, 6}, rng);
+  auto check = [&](const std::function<loss::LossGrad<double>(const Tensor<double>&)>& f) {
+    bft::gradcheck(
+        {x}, [&](const std::vector<Tensor<double>>& in) { return Tensor<double>::from({1}, {f(in[0]).value}); },
+        [&](const std::vector<Tensor<double>>& in, const Tensor<double>& d) {
+          auto g = f(in[0]).grad.clone();
+          for (Index i = 0; i < g.numel(); ++i) g[i] *= d[0];
+          return std::vector<Tensor<double>>{g};
+        });
+  };
+  check([&](const Tensor<double>& a) { return loss::weighted_mse(a, y, w); });
+  check([&](const Tensor<double>& a) { return loss::l1(a); });
+  check([&](const Tensor<double>& a) { return loss::mean_sq(a); });
+  check([&](const Tensor<double>& a) { return loss::usage_group_lasso(a); });
+}
+
+TEST_CASE("Adam: first step moves each weight by lr against the gradient sign, and minimises a quadratic") {
+  nn::Parameter<double> p("p", {3});
+  p.value = Tensor<double>::from({3}, {1, -2, 3});
+  train::Adam<double> opt({&p}, {0.1});
+  p.grad = Tensor<double>::from({3}, {0.5, -4, 0});
+  opt.step();
+  CHECK(p.value[0] == doctest::Approx(0.9));
+  CHECK(p.value[1] == doctest::Approx(-1.9));
+  CHECK(p.value[2] == doctest::Approx(3.0));
+  for (int i = 0; i < 500; ++i) {
+    for (Index k = 0; k < 3; ++k) p.grad[k] = 2 * (p.value[k] - 0.25);
+    opt.step();
+  }
+  for (Index k = 0; k < 3; ++k) CHECK(p.value[k] == doctest::Approx(0.25).epsilon(0.01));
+}
