@@ -1,17 +1,46 @@
-// The blendfuse command-line tool. Sub-commands are added as the modules land.
+// The blendfuse command-line tool: `blendfuse <command> --help` for each command.
+#include <CLI/CLI.hpp>
+
 #include <cstdio>
-#include <cstring>
-#include <string>
+#include <functional>
 
 #include "blendfuse/backend/backend.hpp"
+#include "cli_fusion.hpp"
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "info") == 0) {
-    std::printf("blendfuse %s\nbackends compiled in:", "0.1.0");
-    for (const auto& b : blendfuse::compiled_backends()) std::printf(" %s", b.c_str());
-    std::printf("\n");
-    return 0;
+  CLI::App app{"blendfuse — speech + emotion → 3D talking-face animation (arXiv 2510.25234)"};
+  app.require_subcommand(1);
+  std::function<void()> run;
+
+  app.add_subcommand("info", "Print the version and the backends compiled in")->callback([&] {
+    run = [] {
+      std::printf("blendfuse 0.1.0\nbackends compiled in:");
+      for (const auto& b : blendfuse::compiled_backends()) std::printf(" %s", b.c_str());
+      std::printf("\n");
+    };
+  });
+  blendfuse::cli::GenDataArgs gen;
+  blendfuse::cli::add_gen_data(app, gen, run);
+  blendfuse::cli::TrainFusionArgs train;
+  blendfuse::cli::add_train_fusion(app, train, run);
+  blendfuse::cli::FuseArgs fuse;
+  blendfuse::cli::add_fuse(app, fuse, run);
+  blendfuse::cli::EvalFusionArgs eval;
+  blendfuse::cli::add_eval_fusion(app, eval, run);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
   }
-  std::fprintf(stderr, "blendfuse: unknown command '%s' (try 'blendfuse --help')\n", argv[1]);
-  return 2;
+  try {
+    if (run) run();
+  } catch (const blendfuse::Error& e) {
+    std::fprintf(stderr, "blendfuse: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "blendfuse: unexpected error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
 }

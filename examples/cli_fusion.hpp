@@ -1,0 +1,314 @@
+// blendfuse CLI — the fusion commands: gen-data, train-fusion, fuse, eval-fusion.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "blendfuse/data/dataset.hpp"
+#include "blendfuse/data/procedural.hpp"
+#include "blendfuse/io/npy.hpp"
+#include "blendfuse/metrics/fusion_eval.hpp"
+#include "blendfuse/nn/dfm.hpp"
+#include "blendfuse/train/fusion_trainer.hpp"
+
+namespace blendfuse::cli {
+
+// ---- gen-data --------------------------------------------------------------------------------
+struct GenDataArgs {
+  std::string out;
+  std::uint64_t seed = 20251029;
+  bool tiny = false;
+  int subjects = 0;
+  int grid = 0;
+  std::string phonemes = "auto";
+};
+
+inline void add_gen_data(CLI::App& app, GenDataArgs& a, std::function<void()>& run) {
+  auto* c = app.add_subcommand("gen-data", "Write a procedural two-domain dataset with clean truth");
+  c->add_option("--out", a.out, "output dataset folder")->required();
+  c->add_option("--seed", a.seed, "random seed");
+  c->add_flag("--tiny", a.tiny, "small dataset for quick tests (~600 vertices, 3 subjects)");
+  c->add_option("--subjects", a.subjects, "number of subjects (default 8)");
+  c->add_option("--grid", a.grid, "face grid resolution n (about n*n vertices; default 72)");
+  c->add_option("--phonemes", a.phonemes, "auto | espeak | random")->check(CLI::IsMember({"auto", "espeak", "random"}));
+  c->callback([&] {
+    run = [&] {
+      auto cfg = a.tiny ? data::ProceduralConfig::tiny() : data::ProceduralConfig{};
+      cfg.seed = a.seed;
+      if (a.subjects > 0) cfg.num_subjects = a.subjects;
+      if (a.grid > 0) cfg.grid = a.grid;
+      if (a.phonemes == "espeak") cfg.phonemes = data::PhonemeSource::Espeak;
+      else if (a.phonemes == "random") cfg.phonemes = data::PhonemeSource::Random;
+      const std::string src = data::write_dataset(a.out, cfg);
+      std::printf("gen-data: wrote %s (seed %llu, phonemes from %s)\n", a.out.c_str(),
+                  static_cast<unsigned long long>(a.seed), src.c_str());
+    };
+  });
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
+/// All frames of the given domain/split as one (N, V, 3) pool.
+inline Tensor<float> frame_pool(const data::Dataset& ds, data::Domain d, data::Split s) {
+  const auto seqs = ds.sequences(d, s);
+  Index n = 0;
+  for (const auto* q : seqs) n += q->num_frames();
+  const Index V = ds.num_vertices();
+  Tensor<float> pool({n, V, 3});
+  Index at = 0;
+  for (const auto* q : seqs) {
+    std::copy(q->deformations.data(), q->deformations.data() + q->deformations.numel(), pool.data() + at * V * 3);
+    at += q->num_frames();
+  }
+  return pool;
+}
+
+inline nlohmann::json read_json_file(const std::string& path) {
+  try {
+    return nlohmann::json::parse(io::read_file_text(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw IoError(path, std::string("invalid JSON: ") + e.what());
+  }
+}
+
+// ---- train-fusion ----------------------------------------------------------------------------
+struct TrainFusionArgs {
+  std::string data, out, config, variant = "full", checkpoint;
+  int epochs = 10;
+  Index batch = 32;
+  double lr = 3e-4;
+  std::uint64_t seed = 1;
+  bool resume = false, quiet = false;
+  double max_minutes = 0;
+  Index map_size = 0, k_a = 0, k_e = 0;
+};
+
+inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<void()>& run) {
+  auto* c = app.add_subcommand("train-fusion", "Train the deformation fusion module on a dataset folder");
+  c->add_option("--data", a.data, "dataset folder")->required();
+  c->add_option("--out", a.out, "output model (.safetensors)")->required();
+  c->add_option("--variant", a.variant, "paper | full | no-sparsity | no-laplace | no-map")
+      ->check(CLI::IsMember({"paper", "full", "no-sparsity", "no-laplace", "no-map"}));
+  c->add_option("--config", a.config, "JSON file with model config keys (see docs/fusion.md)");
+  c->add_option("--epochs", a.epochs, "epochs");
+  c->add_option("--batch", a.batch, "frames per step (half from each domain)");
+  c->add_option("--lr", a.lr, "Adam learning rate");
+  c->add_option("--seed", a.seed, "random seed (initialisation and shuffling)");
+  c->add_option("--map-size", a.map_size, "geometry map size (overrides the config)");
+  c->add_option("--k-a", a.k_a, "speech blendshapes (overrides the config)");
+  c->add_option("--k-e", a.k_e, "expression blendshapes (overrides the config)");
+  c->add_option("--checkpoint", a.checkpoint, "checkpoint written after every epoch and kept, so --resume with more --epochs continues (default OUT.ckpt)");
+  c->add_flag("--resume", a.resume, "continue from the checkpoint if it exists");
+  c->add_option("--max-minutes", a.max_minutes, "stop after the epoch in which this time budget runs out");
+  c->add_flag("--quiet", a.quiet, "no per-epoch lines");
+  c->callback([&] {
+    run = [&] {
+      const data::Dataset ds = data::Dataset::load(a.data);
+      nn::DfmConfig cfg;
+      cfg.apply_variant(a.variant);
+      if (!a.config.empty()) {
+        auto j = read_json_file(a.config);
+        try {
+          cfg.update_from_json(j, a.config);
+        } catch (const ArgumentError& e) {
+          throw IoError(a.config, e.what());
+        }
+        if (j.contains("variant") && j["variant"].get<std::string>() != a.variant && a.variant != "full")
+          cfg.apply_variant(a.variant);
+      }
+      if (a.map_size > 0) cfg.map_size = a.map_size;
+      if (a.k_a > 0) cfg.k_a = a.k_a;
+      if (a.k_e > 0) cfg.k_e = a.k_e;
+      const Tensor<float> sa = frame_pool(ds, data::Domain::Speech, data::Split::Train);
+      const Tensor<float> se = frame_pool(ds, data::Domain::Expression, data::Split::Train);
+      const Tensor<float> va = frame_pool(ds, data::Domain::Speech, data::Split::Val);
+      const Tensor<float> ve = frame_pool(ds, data::Domain::Expression, data::Split::Val);
+      nn::DeformationFusionModule<float> model(cfg, ds.template_vertices, ds.faces, a.seed);
+      train::FusionTrainConfig tc;
+      tc.epochs = a.epochs;
+      tc.batch = a.batch;
+      tc.lr = a.lr;
+      tc.seed = a.seed;
+      tc.checkpoint = a.checkpoint.empty() ? a.out + ".ckpt" : a.checkpoint;
+      tc.resume = a.resume;
+      tc.max_seconds = a.max_minutes * 60;
+      if (!a.quiet)
+        std::printf("train-fusion: variant %s, %lld vertices, map %lld, K %lld+%lld, %lld parameters; "
+                    "%lld speech + %lld expression training frames\n",
+                    cfg.variant.c_str(), static_cast<long long>(ds.num_vertices()),
+                    static_cast<long long>(cfg.map_size), static_cast<long long>(cfg.k_a),
+                    static_cast<long long>(cfg.k_e), static_cast<long long>(nn::count_parameters(model.parameters())),
+                    static_cast<long long>(sa.dim(0)), static_cast<long long>(se.dim(0)));
+      train::FusionTrainer trainer(model, tc);
+      trainer.fit(sa, se, va, ve, ds.vertex_weights, [&](const train::EpochStats& st) {
+        if (a.quiet) return;
+        std::printf("epoch %3d  train %.4f (rec %.4f sp %.4f lap %.4f usage %.4f)  val %.4f (rec %.4f)  %.1fs\n",
+                    st.epoch, st.train.total, st.train.rec, st.train.sparsity, st.train.laplace,
+                    st.train.usage, st.val.total, st.val.rec, st.seconds);
+        std::fflush(stdout);
+      });
+      model.save(a.out);
+      std::printf("train-fusion: wrote %s\n", a.out.c_str());
+    };
+  });
+}
+
+// ---- fuse ------------------------------------------------------------------------------------
+struct FuseArgs {
+  std::string model, data, speech, out;
+  std::vector<std::string> expressions;
+  Index expression_frame = -1;
+  double intensity = 1.0;
+  bool naive = false;
+};
+
+/// The subject of a sequence file, for its template.
+inline const Tensor<float>& subject_template(const data::Dataset& ds, const std::string& path) {
+  const std::string stem = std::filesystem::path(path).stem().string();
+  std::set<std::string> known;
+  for (const auto& s : ds.subjects()) known.insert(s);
+  std::string subject;
+  try {
+    subject = data::parse_subject(stem, known);
+  } catch (const ArgumentError& e) {
+    throw IoError(path, e.what());
+  }
+  if (!ds.subject_templates.count(subject))
+    throw IoError(path, "subject '" + subject + "' has no template in the dataset (templates/" + subject + ".npy)");
+  return ds.template_of(subject);
+}
+
+/// Deformation (T, V, 3) of an absolute-position sequence file relative to its subject template.
+inline Tensor<float> load_deformation(const data::Dataset& ds, const std::string& path) {
+  Tensor<float> seq = io::load_vertex_sequence(path, ds.num_vertices());
+  const Tensor<float>& tmpl = subject_template(ds, path);
+  const Index T = seq.dim(0), n = ds.num_vertices() * 3;
+  for (Index t = 0; t < T; ++t)
+    for (Index i = 0; i < n; ++i) seq[t * n + i] -= tmpl[i];
+  return seq;
+}
+
+/// Parses "path[:weight]".
+inline std::pair<std::string, double> path_weight(const std::string& s) {
+  const auto colon = s.rfind(':');
+  if (colon != std::string::npos && colon + 1 < s.size()) {
+    try {
+      std::size_t used = 0;
+      const double w = std::stod(s.substr(colon + 1), &used);
+      if (used == s.size() - colon - 1) return {s.substr(0, colon), w};
+    } catch (const std::exception&) {
+    }
+  }
+  return {s, 1.0};
+}
+
+inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
+  auto* c = app.add_subcommand("fuse", "Fuse a speech sequence with an expression (paper eq. 13)");
+  c->add_option("--model", a.model, "fusion model (.safetensors)");
+  c->add_option("--data", a.data, "dataset folder (templates and topology)")->required();
+  c->add_option("--speech", a.speech, "speech sequence .npy (T,V,3) absolute positions")->required();
+  c->add_option("--expression", a.expressions,
+                "expression sequence .npy, optionally PATH:WEIGHT; repeat to blend several")->required();
+  c->add_option("--expression-frame", a.expression_frame, "hold this frame of the expression instead of time-stretching it");
+  c->add_option("--intensity", a.intensity, "scale of the expression weights");
+  c->add_flag("--naive", a.naive, "plain sum of the two input deformations (no model)");
+  c->add_option("--out", a.out, "output .npy (T,V,3) absolute positions on the speech subject's template")->required();
+  c->callback([&] {
+    run = [&] {
+      if (!a.naive && a.model.empty()) throw ArgumentError("fuse: --model is required unless --naive is given");
+      const data::Dataset ds = data::Dataset::load(a.data);
+      const Tensor<float> speech = load_deformation(ds, a.speech);
+      const Index T = speech.dim(0), V = ds.num_vertices();
+      Tensor<float> expr({T, V, 3});
+      double wsum = 0;
+      for (const auto& spec : a.expressions) {
+        const auto [path, w] = path_weight(spec);
+        Tensor<float> e = load_deformation(ds, path);
+        if (a.expression_frame >= 0) {
+          if (a.expression_frame >= e.dim(0))
+            throw IoError(path, "--expression-frame " + std::to_string(a.expression_frame) + " is past its " + std::to_string(e.dim(0)) + " frames");
+          Tensor<float> held({T, V, 3});
+          for (Index t = 0; t < T; ++t) held.select(t).assign(e.select(a.expression_frame));
+          e = held;
+        } else {
+          e = metrics::stretch_to(e, T);
+        }
+        for (Index i = 0; i < expr.numel(); ++i) expr[i] += static_cast<float>(w) * e[i];
+        wsum += w;
+      }
+      if (wsum <= 0) throw ArgumentError("fuse: expression weights must sum to a positive value");
+      Tensor<float> fused;
+      if (a.naive) {
+        for (Index i = 0; i < expr.numel(); ++i) expr[i] = static_cast<float>(a.intensity * expr[i]);
+        fused = metrics::naive_sum(speech, expr);
+      } else {
+        const auto model = nn::DeformationFusionModule<float>::load(a.model);
+        if (model.vertices() != V)
+          throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(V));
+        fused = model.fuse(speech, expr, a.intensity);
+      }
+      const Tensor<float>& tmpl = subject_template(ds, a.speech);
+      for (Index t = 0; t < T; ++t)
+        for (Index i = 0; i < V * 3; ++i) fused[t * V * 3 + i] += tmpl[i];
+      io::save_npy(a.out, fused);
+      std::printf("fuse: wrote %s (%lld frames, %s)\n", a.out.c_str(), static_cast<long long>(T), a.naive ? "naive sum" : "fusion model");
+    };
+  });
+}
+
+// ---- eval-fusion -----------------------------------------------------------------------------
+struct EvalFusionArgs {
+  std::vector<std::string> models;
+  std::string data, markdown;
+  bool json = false;
+};
+
+inline std::string score_table_markdown(const std::vector<metrics::FusionScore>& rows) {
+  std::string s = "| method | error vs truth (mm) | bilabial gap error (mm) | LVE (mm) | LVE (mm², squared) |\n|---|---|---|---|---|\n";
+  char buf[256];
+  for (const auto& r : rows) {
+    std::snprintf(buf, sizeof buf, "| %s | %.3f | %.3f | %.3f | %.3f |\n", r.method.c_str(), r.err_mm, r.gap_mm, r.lve_mm, r.lve_sq);
+    s += buf;
+  }
+  return s;
+}
+
+inline void add_eval_fusion(CLI::App& app, EvalFusionArgs& a, std::function<void()>& run) {
+  auto* c = app.add_subcommand("eval-fusion", "Score fusion models and the naive sum against the clean truth (ablation table)");
+  c->add_option("--model", a.models, "fusion model(s); repeat for an ablation table")->required();
+  c->add_option("--data", a.data, "procedural dataset folder (with truth/)")->required();
+  c->add_flag("--json", a.json, "print JSON instead of a table");
+  c->add_option("--markdown", a.markdown, "also write the table to this Markdown file");
+  c->callback([&] {
+    run = [&] {
+      const data::Dataset ds = data::Dataset::load(a.data);
+      const auto truth = metrics::ProceduralTruth::load(a.data);
+      std::vector<metrics::FusionScore> rows;
+      rows.push_back(metrics::evaluate_fusion(ds, truth, "naive sum of inputs", metrics::naive_sum));
+      for (const auto& path : a.models) {
+        const auto model = nn::DeformationFusionModule<float>::load(path);
+        if (model.vertices() != ds.num_vertices())
+          throw IoError(path, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(ds.num_vertices()));
+        const std::string name = model.config().variant + " (" + std::filesystem::path(path).filename().string() + ")";
+        rows.push_back(metrics::evaluate_fusion(ds, truth, name, [&](const Tensor<float>& s, const Tensor<float>& e) { return model.fuse(s, e); }));
+      }
+      if (a.json) {
+        nlohmann::ordered_json j = nlohmann::ordered_json::array();
+        for (const auto& r : rows) j.push_back(r.to_json());
+        std::printf("%s\n", j.dump(2).c_str());
+      } else {
+        std::printf("%s", score_table_markdown(rows).c_str());
+        std::printf("(%lld pairs, %lld frames, %lld bilabial frames of the test subjects)\n",
+                    static_cast<long long>(rows[0].pairs), static_cast<long long>(rows[0].frames),
+                    static_cast<long long>(rows[0].bilabial_frames));
+      }
+      if (!a.markdown.empty()) io::write_file_atomic(a.markdown, score_table_markdown(rows));
+    };
+  });
+}
+
+}  // namespace blendfuse::cli

@@ -1,0 +1,49 @@
+// blendfuse — umbrella header: everything the enabled backends need.
+//
+//   #include <blendfuse/blendfuse.hpp>
+//
+// Core (tensors, errors, rng), the reference ops with their backward passes, I/O (safetensors,
+// npy, OBJ/PLY, WAV), geometry maps, the dataset loader and procedural generator, the fusion
+// module with its losses and trainer, and metrics. The oneDNN backend is included when the build
+// defines BLENDFUSE_WITH_ONEDNN (CMake option of the same name).
+#pragma once
+
+#include "blendfuse/core/error.hpp"
+#include "blendfuse/core/rng.hpp"
+#include "blendfuse/core/tensor.hpp"
+#include "blendfuse/backend/backend.hpp"
+
+#include "blendfuse/ops/activation.hpp"
+#include "blendfuse/ops/attention.hpp"
+#include "blendfuse/ops/conv.hpp"
+#include "blendfuse/ops/interp.hpp"
+#include "blendfuse/ops/linear.hpp"
+#include "blendfuse/ops/norm.hpp"
+
+#include "blendfuse/io/file.hpp"
+#include "blendfuse/io/mesh.hpp"
+#include "blendfuse/io/npy.hpp"
+#include "blendfuse/io/safetensors.hpp"
+#include "blendfuse/io/wav.hpp"
+
+#include "blendfuse/geometry/geometry_map.hpp"
+#include "blendfuse/geometry/mesh_topology.hpp"
+
+#include "blendfuse/data/dataset.hpp"
+#include "blendfuse/data/procedural.hpp"
+
+#include "blendfuse/loss/losses.hpp"
+#include "blendfuse/nn/blendshape_decoder.hpp"
+#include "blendfuse/nn/dfm.hpp"
+#include "blendfuse/nn/encoders.hpp"
+#include "blendfuse/nn/parameter.hpp"
+#include "blendfuse/train/adam.hpp"
+#include "blendfuse/train/fusion_trainer.hpp"
+#include "blendfuse/train/progress.hpp"
+
+#include "blendfuse/metrics/fusion_eval.hpp"
+#include "blendfuse/metrics/metrics.hpp"
+
+#if defined(BLENDFUSE_WITH_ONEDNN) && __has_include("onednn/onednn.hpp")
+#include "onednn/onednn.hpp"
+#endif
