@@ -263,7 +263,7 @@ TEST_CASE("mesh_topology: isolated vertex, non-manifold, bad indices") {
   auto x = Tensor<double>::full({5, 3}, 2.0);
   x(4, 0) = 7.0;
   const auto lx = laplacian(topo, x);
-  for (Index i = 0; i < lx.numel(); ++i) CHECK(lx[i] == 0.0);
+  for (Index i = 0; i < lx.numel(); ++i) CHECK(std::abs(lx[i]) <= 1e-14);  // exact 0 is not guaranteed under FMA contraction
 
   // Three faces on edge (0, 1).
   const auto nm = Tensor<std::int32_t>::from({3, 3}, {0, 1, 2, 1, 0, 3, 0, 1, 4});
