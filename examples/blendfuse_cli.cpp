@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "blendfuse/backend/backend.hpp"
+#include "cli_audio.hpp"
 #include "cli_fusion.hpp"
 
 int main(int argc, char** argv) {
@@ -27,6 +28,14 @@ int main(int argc, char** argv) {
   blendfuse::cli::add_fuse(app, fuse, run);
   blendfuse::cli::EvalFusionArgs eval;
   blendfuse::cli::add_eval_fusion(app, eval, run);
+  blendfuse::cli::TrainAudioArgs train_audio;
+  blendfuse::cli::add_train_audio(app, train_audio, run);
+  blendfuse::cli::FeaturesArgs features;
+  blendfuse::cli::add_features(app, features, run);
+  blendfuse::cli::SpeakArgs speak;
+  blendfuse::cli::add_speak(app, speak, run);
+  blendfuse::cli::EvalAudioArgs eval_audio;
+  blendfuse::cli::add_eval_audio(app, eval_audio, run);
 
   try {
     app.parse(argc, argv);

@@ -26,6 +26,8 @@ struct GenDataArgs {
   int subjects = 0;
   int grid = 0;
   std::string phonemes = "auto";
+  bool audio = false;
+  int sentences = 0;
 };
 
 inline void add_gen_data(CLI::App& app, GenDataArgs& a, std::function<void()>& run) {
@@ -36,6 +38,8 @@ inline void add_gen_data(CLI::App& app, GenDataArgs& a, std::function<void()>& r
   c->add_option("--subjects", a.subjects, "number of subjects (default 8)");
   c->add_option("--grid", a.grid, "face grid resolution n (about n*n vertices; default 72)");
   c->add_option("--phonemes", a.phonemes, "auto | espeak | random")->check(CLI::IsMember({"auto", "espeak", "random"}));
+  c->add_flag("--audio", a.audio, "synthesise speech/<name>.wav with libespeak-ng (one voice per subject) and drive the face from its phoneme events");
+  c->add_option("--sentences", a.sentences, "speech sequences per subject (default 4, tiny 2)");
   c->callback([&] {
     run = [&] {
       auto cfg = a.tiny ? data::ProceduralConfig::tiny() : data::ProceduralConfig{};
@@ -44,9 +48,15 @@ inline void add_gen_data(CLI::App& app, GenDataArgs& a, std::function<void()>& r
       if (a.grid > 0) cfg.grid = a.grid;
       if (a.phonemes == "espeak") cfg.phonemes = data::PhonemeSource::Espeak;
       else if (a.phonemes == "random") cfg.phonemes = data::PhonemeSource::Random;
+      if (a.sentences > 0) cfg.speech_per_subject = a.sentences;
+      if (a.audio) {
+        if (a.phonemes == "random") throw ArgumentError("gen-data: --audio needs espeak-ng phonemes, not --phonemes random");
+        cfg.audio = true;
+        cfg.phonemes = data::PhonemeSource::Espeak;
+      }
       const std::string src = data::write_dataset(a.out, cfg);
-      std::printf("gen-data: wrote %s (seed %llu, phonemes from %s)\n", a.out.c_str(),
-                  static_cast<unsigned long long>(a.seed), src.c_str());
+      std::printf("gen-data: wrote %s (seed %llu, phonemes from %s%s)\n", a.out.c_str(),
+                  static_cast<unsigned long long>(a.seed), src.c_str(), cfg.audio ? ", with speech audio" : "");
     };
   });
 }

@@ -3,7 +3,10 @@
 #   1. generate the procedural two-domain dataset (speech with an expression leak, expressions with
 #      a mouth leak, and the clean truth),
 #   2. train the fusion module (ours and the paper's variant, plus the ablations) on 2 cores,
-#   3. fuse a test sentence with a smile, and print the ablation table measured against the truth.
+#   3. fuse a test sentence with a smile, and print the ablation table measured against the truth,
+#   4. animate a typed sentence with an emotion: espeak-ng speech → the shipped audio model
+#      (weights/audio_small.safetensors, no training) → fused with a smile, and score the audio
+#      model against a mean-face baseline on held-out speakers.
 # DEMO_EPOCHS (default 3) and DEMO_OUT (default out/demo) can be set in the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,4 +41,16 @@ echo "== 4. ablation table (test subjects, against the clean truth)"
   --model "$OUT/fusion_full.safetensors" --model "$OUT/fusion_paper.safetensors" \
   --model "$OUT/fusion_no-sparsity.safetensors" --model "$OUT/fusion_no-laplace.safetensors" \
   --model "$OUT/fusion_no-map.safetensors"
-echo "demo: outputs in $OUT (fused_smile.npy, naive_smile.npy, ablation.md, models)"
+echo "== 5. a typed sentence with an emotion (shipped audio model, no audio training)"
+AUDIO_MODEL=weights/audio_small.safetensors
+# The audio model's topology (grid 40) and voices: speech with espeak-ng audio + expressions.
+"$BIN" gen-data --audio --grid 40 --sentences 2 --out "$OUT/audio_data" --seed 1
+"$BIN" train-fusion --data "$OUT/audio_data" --out "$OUT/fusion_audio.safetensors" --config "$CFG" \
+       --epochs "$EPOCHS" --seed 1 --quiet
+"$BIN" speak --model "$AUDIO_MODEL" --text "Maybe the brown puppies jump over my blue map." \
+       --fusion "$OUT/fusion_audio.safetensors" --expression "$OUT/audio_data/expression/P08_smile01.npy" \
+       --intensity 0.8 --out "$OUT/speak_smile.npy" --out-wav "$OUT/speak_smile.wav"
+"$BIN" speak --model "$AUDIO_MODEL" --text "Maybe the brown puppies jump over my blue map." --stream \
+       --out "$OUT/speak_stream.npy"
+"$BIN" eval-audio --model "$AUDIO_MODEL" --data "$OUT/audio_data" --stream
+echo "demo: outputs in $OUT (fused_smile.npy, naive_smile.npy, ablation.md, speak_smile.npy/.wav, models)"

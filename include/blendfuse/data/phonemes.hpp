@@ -24,6 +24,13 @@
 #if defined(BLENDFUSE_WITH_ESPEAK) && BLENDFUSE_WITH_ESPEAK && __has_include(<espeak-ng/speak_lib.h>)
 #define BLENDFUSE_HAVE_ESPEAK 1
 #include <espeak-ng/speak_lib.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #else
 #define BLENDFUSE_HAVE_ESPEAK 0
@@ -214,6 +221,29 @@ inline std::string random_sentence(Rng& rng, int words) {
 /// Whether libespeak-ng is compiled in and initialises (English voice available).
 inline bool espeak_available();
 
+/// A voice of the synthesiser: an espeak-ng voice name with variant ("en+m3"), speaking rate in
+/// words per minute (80–450) and base pitch (0–99; espeak-ng's default is 50).
+struct EspeakVoice {
+  std::string name = "en";
+  int rate = 175;
+  int pitch = 50;
+  unsigned noise_seed = 1;  // seeds the C rand() espeak-ng takes its noise from (deterministic audio)
+};
+
+/// Audio and phoneme events of one synthesised utterance.
+struct EspeakUtterance {
+  std::vector<float> samples;            // mono, espeak-ng's output rate, lead/tail silence included
+  int sample_rate = 0;
+  std::vector<PhonemeSegment> phonemes;  // same time base as `samples` (seconds)
+};
+
+/// Synthesises `text` with `voice`: the audio (with `lead` seconds of silence before and `tail`
+/// after) and the phoneme timeline whose timings come from the same synthesis (so the audio and the
+/// phoneme events agree). nullopt when espeak-ng is not available or fails. The synthesiser's
+/// voice and rate are restored afterwards, so espeak_phoneme_timeline() is unaffected.
+inline std::optional<EspeakUtterance> espeak_synthesize(const std::string& text, const EspeakVoice& voice,
+                                                        double lead = 0.25, double tail = 0.30);
+
 /// Phoneme timeline of `text` from libespeak-ng (starting after `lead` seconds of silence and
 /// followed by `tail` seconds of silence), or nullopt when espeak-ng is not available.
 inline std::optional<std::vector<PhonemeSegment>> espeak_phoneme_timeline(const std::string& text,
@@ -225,10 +255,12 @@ namespace detail {
 struct EspeakState {
   std::mutex mu;
   bool ok = false;
+  int sample_rate = 0;
   EspeakState() {
     const int rate = espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, nullptr,
                                        espeakINITIALIZE_PHONEME_EVENTS | espeakINITIALIZE_DONT_EXIT);
     ok = rate > 0 && espeak_SetVoiceByName("en") == EE_OK;
+    sample_rate = rate;
   }
   static EspeakState& get() {
     static EspeakState s;
@@ -239,9 +271,19 @@ struct EspeakEvent {
   std::string phoneme;
   int ms;
 };
-inline int espeak_collect(short*, int, espeak_EVENT* ev) {
+/// What the synth callback fills: events always, audio when `audio` is set.
+struct EspeakSink {
+  std::vector<EspeakEvent> events;
+  std::vector<short>* audio = nullptr;
+};
+inline int espeak_collect(short* wav, int n, espeak_EVENT* ev) {
+  if (ev && ev->user_data) {
+    auto* sink = static_cast<EspeakSink*>(ev->user_data);
+    if (sink->audio && wav && n > 0) sink->audio->insert(sink->audio->end(), wav, wav + n);
+  }
   for (; ev && ev->type != espeakEVENT_LIST_TERMINATED; ++ev) {
-    auto* out = static_cast<std::vector<EspeakEvent>*>(ev->user_data);
+    auto* sink = static_cast<EspeakSink*>(ev->user_data);
+    auto* out = sink ? &sink->events : nullptr;
     if (!out) continue;
     if (ev->type == espeakEVENT_PHONEME) {
       char buf[9];
@@ -254,6 +296,110 @@ inline int espeak_collect(short*, int, espeak_EVENT* ev) {
   }
   return 0;
 }
+inline std::optional<std::vector<PhonemeSegment>> timeline_from_events(std::vector<EspeakEvent> events,
+                                                                       double lead, double tail);
+
+/// Synthesises `text` (with `voice`, or the default English voice) in a forked child process and
+/// returns its events (and audio when sink.audio is set) through a pipe. espeak-ng keeps waveform
+/// state (phases, gain control, noise from rand()) across utterances and cannot be re-initialised
+/// in-process, so synthesising in a child of a process that never synthesises itself makes every
+/// utterance depend only on (text, voice) as long as this process has not synthesised in-process
+/// (espeak_phoneme_timeline) before. Returns false when synthesis fails.
+inline bool espeak_run_isolated(const std::string& text, const EspeakVoice* voice, EspeakSink& out) {
+  auto& st = EspeakState::get();
+  std::lock_guard<std::mutex> lock(st.mu);
+  int fd[2];
+  if (::pipe(fd) != 0) return false;
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fd[0]);
+    ::close(fd[1]);
+    return false;
+  }
+  if (pid == 0) {  // child: synthesise, serialise, exit without running atexit handlers
+    ::close(fd[0]);
+    std::vector<short> pcm;
+    EspeakSink sink;
+    sink.audio = out.audio ? &pcm : nullptr;
+    bool ok = true;
+    if (voice) {
+      ok = espeak_SetVoiceByName(voice->name.c_str()) == EE_OK;
+      espeak_SetParameter(espeakRATE, std::clamp(voice->rate, 80, 450), 0);
+      espeak_SetParameter(espeakPITCH, std::clamp(voice->pitch, 0, 99), 0);
+      std::srand(voice->noise_seed);
+    } else {
+      std::srand(1);
+    }
+    espeak_SetSynthCallback(espeak_collect);
+    ok = ok && espeak_Synth(text.c_str(), text.size() + 1, 0, POS_CHARACTER, 0, espeakCHARS_UTF8, nullptr,
+                            &sink) == EE_OK;
+    ok = ok && espeak_Synchronize() == EE_OK;
+    std::vector<char> buf;
+    auto put = [&](const void* p, std::size_t n) {
+      buf.insert(buf.end(), static_cast<const char*>(p), static_cast<const char*>(p) + n);
+    };
+    const std::uint8_t flag = ok ? 1 : 0;
+    put(&flag, 1);
+    const std::uint64_t ne = sink.events.size(), np = pcm.size();
+    put(&ne, 8);
+    for (const auto& e : sink.events) {
+      const std::uint8_t len = static_cast<std::uint8_t>(std::min<std::size_t>(e.phoneme.size(), 255));
+      put(&len, 1);
+      put(e.phoneme.data(), len);
+      const std::int32_t ms = e.ms;
+      put(&ms, 4);
+    }
+    put(&np, 8);
+    if (np) put(pcm.data(), np * sizeof(short));
+    std::size_t done = 0;
+    while (done < buf.size()) {
+      const ssize_t w = ::write(fd[1], buf.data() + done, buf.size() - done);
+      if (w <= 0) ::_exit(1);
+      done += static_cast<std::size_t>(w);
+    }
+    ::close(fd[1]);
+    ::_exit(0);
+  }
+  ::close(fd[1]);
+  std::vector<char> buf;
+  char tmp[65536];
+  for (;;) {
+    const ssize_t r = ::read(fd[0], tmp, sizeof tmp);
+    if (r > 0) buf.insert(buf.end(), tmp, tmp + r);
+    else if (r == 0 || errno != EINTR) break;
+  }
+  ::close(fd[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return false;
+  std::size_t pos = 0;
+  auto get = [&](void* p, std::size_t n) {
+    if (pos + n > buf.size()) return false;
+    std::memcpy(p, buf.data() + pos, n);
+    pos += n;
+    return true;
+  };
+  std::uint8_t flag = 0;
+  std::uint64_t ne = 0, np = 0;
+  if (!get(&flag, 1) || !flag || !get(&ne, 8)) return false;
+  for (std::uint64_t i = 0; i < ne; ++i) {
+    std::uint8_t len = 0;
+    std::int32_t ms = 0;
+    std::string ph;
+    if (!get(&len, 1)) return false;
+    ph.resize(len);
+    if (!get(ph.data(), len) || !get(&ms, 4)) return false;
+    out.events.push_back({ph, ms});
+  }
+  if (!get(&np, 8) || pos + np * sizeof(short) != buf.size()) return false;
+  if (out.audio) {
+    out.audio->resize(static_cast<std::size_t>(np));
+    if (np) std::memcpy(out.audio->data(), buf.data() + pos, static_cast<std::size_t>(np) * sizeof(short));
+  }
+  return true;
+}
 }  // namespace detail
 
 inline bool espeak_available() { return detail::EspeakState::get().ok; }
@@ -262,15 +408,44 @@ inline std::optional<std::vector<PhonemeSegment>> espeak_phoneme_timeline(const 
                                                                           double lead, double tail) {
   auto& st = detail::EspeakState::get();
   if (!st.ok) return std::nullopt;
-  std::vector<detail::EspeakEvent> events;
+  detail::EspeakSink sink;
   {
+    // In-process (event timings then depend slightly on what was synthesised before in this
+    // process, as they always have; fusion datasets stay byte-identical to earlier versions).
     std::lock_guard<std::mutex> lock(st.mu);
     espeak_SetSynthCallback(detail::espeak_collect);
     const espeak_ERROR e = espeak_Synth(text.c_str(), text.size() + 1, 0, POS_CHARACTER, 0,
-                                        espeakCHARS_UTF8, nullptr, &events);
+                                        espeakCHARS_UTF8, nullptr, &sink);
     espeak_Synchronize();
     if (e != EE_OK) return std::nullopt;
   }
+  return detail::timeline_from_events(sink.events, lead, tail);
+}
+
+inline std::optional<EspeakUtterance> espeak_synthesize(const std::string& text, const EspeakVoice& voice,
+                                                        double lead, double tail) {
+  auto& st = detail::EspeakState::get();
+  if (!st.ok) return std::nullopt;
+  std::vector<short> pcm;
+  detail::EspeakSink sink;
+  sink.audio = &pcm;
+  if (!detail::espeak_run_isolated(text, &voice, sink)) return std::nullopt;
+  auto tl = detail::timeline_from_events(sink.events, lead, tail);
+  if (!tl || pcm.empty()) return std::nullopt;
+  EspeakUtterance u;
+  u.sample_rate = st.sample_rate;
+  u.phonemes = std::move(*tl);
+  const auto lead_n = static_cast<std::size_t>(std::lround(lead * u.sample_rate));
+  const auto total = std::max(lead_n + pcm.size(),
+                              static_cast<std::size_t>(std::ceil(u.phonemes.back().end * u.sample_rate)));
+  u.samples.assign(total, 0.0f);
+  for (std::size_t i = 0; i < pcm.size(); ++i) u.samples[lead_n + i] = static_cast<float>(pcm[i]) / 32768.0f;
+  return u;
+}
+
+namespace detail {
+inline std::optional<std::vector<PhonemeSegment>> timeline_from_events(std::vector<EspeakEvent> events,
+                                                                       double lead, double tail) {
   if (events.empty()) return std::nullopt;
   std::stable_sort(events.begin(), events.end(),
                    [](const auto& x, const auto& y) { return x.ms < y.ms; });
@@ -291,10 +466,15 @@ inline std::optional<std::vector<PhonemeSegment>> espeak_phoneme_timeline(const 
   else out.push_back({"_", std::max(out.back().end, end), std::max(out.back().end, end) + tail});
   return out;
 }
+}  // namespace detail
 #else
 inline bool espeak_available() { return false; }
 inline std::optional<std::vector<PhonemeSegment>> espeak_phoneme_timeline(const std::string&, double,
                                                                           double) {
+  return std::nullopt;
+}
+inline std::optional<EspeakUtterance> espeak_synthesize(const std::string&, const EspeakVoice&, double,
+                                                        double) {
   return std::nullopt;
 }
 #endif

@@ -60,6 +60,7 @@
 #include "blendfuse/io/file.hpp"
 #include "blendfuse/io/mesh.hpp"
 #include "blendfuse/io/npy.hpp"
+#include "blendfuse/io/wav.hpp"
 
 namespace blendfuse::data {
 
@@ -95,6 +96,11 @@ struct ProceduralConfig {
   double identity_scale = 1.0;    // scales the per-subject identity offsets
   PhonemeSource phonemes = PhonemeSource::Auto;
   double fps = 30.0;
+  /// Speech audio (gen-data --audio): every speech sequence is synthesised by libespeak-ng with
+  /// its subject's voice (subject_voice), the phoneme events of that synthesis drive the face, and
+  /// speech/<name>.wav (16 kHz, 16-bit) is written next to the .npy. Off: no audio, and the
+  /// dataset is byte-identical to one written before this option existed.
+  bool audio = false;
 
   /// A small configuration for tests: ~600 vertices, 3 subjects, short sequences.
   static ProceduralConfig tiny() {
@@ -124,6 +130,8 @@ struct ProceduralConfig {
              "ProceduralConfig: expression_leak_basis ", expression_leak_basis, " not a speech basis");
     BF_CHECK(speech_seconds >= 0.5 && speech_seconds <= 60, ArgumentError,
              "ProceduralConfig: speech_seconds ", speech_seconds, " not in [0.5, 60]");
+    BF_CHECK(!audio || phonemes != PhonemeSource::Random, ArgumentError,
+             "ProceduralConfig: audio needs espeak-ng phoneme timings, not random phonemes");
     BF_CHECK(fps > 0 && std::isfinite(speech_leak) && std::isfinite(expression_leak) &&
                  std::isfinite(identity_scale),
              ArgumentError, "ProceduralConfig: bad fps or leak/scale value");
@@ -157,6 +165,8 @@ struct ProceduralSequence {
   Tensor<float> leak_expression;  // (T, Ke) leaked expression weights (speech sequences)
   std::vector<PhonemeSegment> phonemes;        // speech sequences
   std::string text;                            // sentence given to espeak-ng ("" for random)
+  std::vector<float> audio;                    // 16 kHz mono speech (config.audio), T/fps seconds
+  std::string voice;                           // espeak-ng voice of the audio ("" without audio)
   std::vector<std::int32_t> bilabial_frames;   // frames whose truth is a closed /p b m/
   int expression_id = -1;       // primary expression (expression seqs) / leaked one (speech seqs)
   Index num_frames() const { return positions.dim(0); }
@@ -571,6 +581,14 @@ inline Tensor<float> speech_weights_from_timeline(const std::vector<PhonemeSegme
   return w;
 }
 
+/// The name of subject `s` ("P01", ...; three digits beyond 99 subjects).
+inline std::string subject_name(const ProceduralConfig& cfg, int s) {
+  const int width = cfg.num_subjects > 99 ? 3 : 2;
+  std::string num = std::to_string(s + 1);
+  while (static_cast<int>(num.size()) < width) num = "0" + num;
+  return "P" + num;
+}
+
 /// Builds the mesh, bases, subjects and split of a configuration.
 inline FaceModel make_face_model(const ProceduralConfig& cfg) {
   cfg.validate();
@@ -578,12 +596,9 @@ inline FaceModel make_face_model(const ProceduralConfig& cfg) {
   m.config = cfg;
   m.mesh = build_face_mesh(cfg.grid, cfg.eye_holes);
   m.bases = build_bases(m.mesh, cfg.num_speech_bases, cfg.num_expression_bases);
-  const int width = cfg.num_subjects > 99 ? 3 : 2;
   for (int s = 0; s < cfg.num_subjects; ++s) {
     Rng rng(detail::mix_seed(cfg.seed, 1, static_cast<std::uint64_t>(s)));
-    std::string num = std::to_string(s + 1);
-    while (static_cast<int>(num.size()) < width) num = "0" + num;
-    Subject sub{"P" + num, make_subject_neutral(m.mesh, rng, cfg.identity_scale)};
+    Subject sub{subject_name(cfg, s), make_subject_neutral(m.mesh, rng, cfg.identity_scale)};
     const int n_train = cfg.num_subjects - cfg.num_val - cfg.num_test;
     (s < n_train ? m.train : (s < n_train + cfg.num_val ? m.val : m.test)).push_back(sub.name);
     m.subjects.push_back(std::move(sub));
@@ -591,8 +606,31 @@ inline FaceModel make_face_model(const ProceduralConfig& cfg) {
   return m;
 }
 
+/// The voice of subject `s` in audio datasets: espeak-ng English voice variants (male m1–m7,
+/// female f1–f5) with different speaking rates and pitches, cycled.
+inline EspeakVoice subject_voice(int s) {
+  static const char* names[] = {"en+m1", "en+f2", "en+m3", "en+f4", "en+m7", "en+f1", "en+m2", "en+f3",
+                                "en+m5", "en+f5", "en+m4", "en+m6"};
+  static const int rates[] = {160, 185, 150, 200, 170, 175, 190, 155, 180, 165, 195, 172};
+  static const int pitches[] = {45, 55, 40, 60, 50, 52, 35, 58, 48, 62, 42, 50};
+  BF_CHECK(s >= 0, ArgumentError, "subject_voice: negative subject index ", s);
+  const auto k = static_cast<std::size_t>(s) % 12;
+  EspeakVoice v;
+  v.name = names[k];
+  v.rate = rates[k];
+  v.pitch = pitches[k];
+  v.noise_seed = static_cast<unsigned>(1 + s);
+  return v;
+}
+
 /// Which phoneme source a configuration resolves to on this build ("espeak-ng" or "random").
 inline std::string resolved_phoneme_source(const ProceduralConfig& cfg) {
+  if (cfg.audio) {
+    BF_CHECK(espeak_available(), ArgumentError,
+             "speech audio (gen-data --audio) needs libespeak-ng: install libespeak-ng-dev and rebuild "
+             "(CMake then defines BLENDFUSE_WITH_ESPEAK)");
+    return "espeak-ng";
+  }
   if (cfg.phonemes == PhonemeSource::Random) return "random";
   if (cfg.phonemes == PhonemeSource::Espeak) {
     BF_CHECK(espeak_available(), ArgumentError,
@@ -617,15 +655,27 @@ inline ProceduralSequence make_speech_sequence(const FaceModel& model, int s, in
   if (resolved_phoneme_source(cfg) == "espeak-ng") {
     const int words = std::max(3, static_cast<int>(std::lround(cfg.speech_seconds * 2.5)));
     seq.text = random_sentence(rng, words);
-    auto tl = espeak_phoneme_timeline(seq.text);
-    if (!tl) throw IoError("espeak-ng", blendfuse::detail::concat("no phoneme events for \"", seq.text, "\""));
-    seq.phonemes = std::move(*tl);
+    if (cfg.audio) {
+      const EspeakVoice voice = subject_voice(s);
+      auto u = espeak_synthesize(seq.text, voice);
+      if (!u)
+        throw IoError("espeak-ng", blendfuse::detail::concat("cannot synthesise \"", seq.text, "\" with voice ", voice.name));
+      seq.phonemes = std::move(u->phonemes);
+      seq.audio = io::resample(u->samples, u->sample_rate, io::kSpeechSampleRate);
+      seq.voice = voice.name;
+    } else {
+      auto tl = espeak_phoneme_timeline(seq.text);
+      if (!tl) throw IoError("espeak-ng", blendfuse::detail::concat("no phoneme events for \"", seq.text, "\""));
+      seq.phonemes = std::move(*tl);
+    }
   } else {
     seq.phonemes = random_phoneme_timeline(rng, cfg.speech_seconds);
   }
   const int Ka = cfg.num_speech_bases, Ke = cfg.num_expression_bases;
   seq.w_speech = speech_weights_from_timeline(seq.phonemes, Ka, cfg.fps, rng, seq.bilabial_frames);
   const Index T = seq.w_speech.dim(0);
+  if (cfg.audio)  // exactly T frames of audio: round(T · 16000 / fps) samples
+    seq.audio.resize(static_cast<std::size_t>(std::llround(static_cast<double>(T) * io::kSpeechSampleRate / cfg.fps)), 0.0f);
   seq.w_expression = Tensor<float>({T, Ke});
   seq.leak_speech = Tensor<float>({T, Ka});
   seq.leak_expression = Tensor<float>({T, Ke});
@@ -732,6 +782,17 @@ inline nlohmann::ordered_json config_json(const ProceduralConfig& c, const std::
   j["fps"] = c.fps;
   j["phoneme_source"] = source;
   j["units"] = "mm";
+  if (c.audio) {  // only with audio, so that datasets without it stay byte-identical
+    j["audio"] = true;
+    j["audio_sample_rate"] = io::kSpeechSampleRate;
+    nlohmann::ordered_json voices = nlohmann::ordered_json::object();
+    for (int s = 0; s < c.num_subjects; ++s) {
+      const EspeakVoice v = subject_voice(s);
+      voices[subject_name(c, s)] =
+          nlohmann::ordered_json{{"voice", v.name}, {"rate", v.rate}, {"pitch", v.pitch}};
+    }
+    j["voices"] = voices;
+  }
   return j;
 }
 
@@ -743,10 +804,13 @@ inline void write_sequence(const std::string& dir, const ProceduralSequence& seq
                            nlohmann::ordered_json& bilabial) {
   if (seq.kind == SequenceKind::Speech) {
     io::save_npy(dir + "/speech/" + seq.name + ".npy", seq.positions);
+    if (!seq.audio.empty())
+      io::save_wav(dir + "/speech/" + seq.name + ".wav", seq.audio, io::kSpeechSampleRate, 1, io::WavFormat::Pcm16);
     io::save_npy(dir + "/truth/speech/" + seq.name + ".wA.npy", seq.w_speech);
     io::save_npy(dir + "/truth/speech/" + seq.name + ".leak_wE.npy", seq.leak_expression);
     nlohmann::ordered_json j;
     j["text"] = seq.text;
+    if (!seq.voice.empty()) j["voice"] = seq.voice;
     j["fps"] = fps;
     j["phonemes"] = nlohmann::ordered_json::array();
     for (const auto& p : seq.phonemes)

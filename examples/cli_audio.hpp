@@ -1,0 +1,385 @@
+// blendfuse CLI — the audio commands: train-audio, features, speak, eval-audio.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "blendfuse/data/dataset.hpp"
+#include "blendfuse/data/phonemes.hpp"
+#include "blendfuse/data/procedural.hpp"
+#include "blendfuse/io/npy.hpp"
+#include "blendfuse/io/wav.hpp"
+#include "blendfuse/metrics/fusion_eval.hpp"
+#include "blendfuse/metrics/metrics.hpp"
+#include "blendfuse/nn/audio_model.hpp"
+#include "blendfuse/nn/dfm.hpp"
+#include "blendfuse/train/audio_trainer.hpp"
+#include "cli_fusion.hpp"
+
+namespace blendfuse::cli {
+
+/// Loads an audio model; a file that is not one gets an error naming it.
+inline nn::AudioModel<float> load_audio_model(const std::string& path) {
+  return nn::AudioModel<float>::load(path);
+}
+
+// ---- train-audio -------------------------------------------------------------------------------
+struct TrainAudioArgs {
+  std::string data, out, config, checkpoint;
+  int epochs = 30;
+  Index batch = 4;
+  double lr = 1e-3, max_minutes = 0, scheduled_sampling = 0.5;
+  std::uint64_t seed = 1;
+  bool resume = false, quiet = false;
+};
+
+inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void()>& run) {
+  auto* c = app.add_subcommand("train-audio", "Train the audio model (wav2vec 2.0 + FaceFormer) on speech/*.wav + .npy");
+  c->add_option("--data", a.data, "dataset folder with speech/<subject>_<seq>.{npy,wav} (blendfuse gen-data --audio)")->required();
+  c->add_option("--out", a.out, "output model (.safetensors)")->required();
+  c->add_option("--epochs", a.epochs, "epochs");
+  c->add_option("--batch", a.batch, "sequences per Adam step");
+  c->add_option("--lr", a.lr, "Adam learning rate");
+  c->add_option("--seed", a.seed, "random seed (initialisation, frozen extractor, shuffling)");
+  c->add_option("--config", a.config, "JSON with audio model config keys (see docs/audio.md)");
+  c->add_option("--scheduled-sampling", a.scheduled_sampling, "final fraction of self-fed decoder inputs (0 = teacher forcing)");
+  c->add_option("--max-minutes", a.max_minutes, "stop after the epoch in which this time budget runs out");
+  c->add_option("--checkpoint", a.checkpoint, "checkpoint written after every epoch (default OUT.ckpt)");
+  c->add_flag("--resume", a.resume, "continue from the checkpoint if it exists");
+  c->add_flag("--quiet", a.quiet, "no per-epoch lines");
+  c->callback([&] {
+    run = [&] {
+      const data::Dataset ds = data::Dataset::load(a.data);
+      std::vector<std::string> subjects;
+      for (const auto* q : ds.sequences(data::Domain::Speech, data::Split::Train))
+        if (!q->wav_path.empty() && std::find(subjects.begin(), subjects.end(), q->subject) == subjects.end())
+          subjects.push_back(q->subject);
+      std::sort(subjects.begin(), subjects.end());
+      if (subjects.empty())
+        throw IoError(a.data + "/speech", "no training speech sequence has a matching .wav (make one with blendfuse gen-data --audio)");
+      nn::AudioModelConfig cfg = nn::AudioModelConfig::small(ds.num_vertices(), subjects);
+      cfg.seed = a.seed;
+      if (!a.config.empty()) {
+        try {
+          cfg = nn::AudioModelConfig::from_json(read_json_file(a.config), a.config, cfg);
+          cfg.subjects = subjects;
+          cfg.decoder.n_subjects = static_cast<Index>(subjects.size());
+          cfg.decoder.vertices = ds.num_vertices();
+          cfg.validate();
+        } catch (const ArgumentError& e) {
+          throw IoError(a.config, e.what());
+        }
+      }
+      nn::AudioModel<float> model(cfg);
+      model.init();
+      for (const auto& [s, t] : ds.subject_templates) model.templates()[s] = t.clone();
+      auto style = [&](const std::string& s) -> Index {
+        const auto it = std::find(subjects.begin(), subjects.end(), s);
+        return it == subjects.end() ? -1 : static_cast<Index>(it - subjects.begin());
+      };
+      const auto train = train::load_audio_samples(model, ds, data::Split::Train, style);
+      const auto val = train::load_audio_samples(model, ds, data::Split::Val, style);
+      Index frames = 0;
+      for (const auto& s : train) frames += s.frames();
+      if (!a.quiet)
+        std::printf("train-audio: %zu subjects, %zu training sequences (%.1f s of audio), %zu validation; "
+                    "%lld trainable parameters\n",
+                    subjects.size(), train.size(), static_cast<double>(frames) / cfg.fps, val.size(),
+                    static_cast<long long>(nn::count_parameters(model.trainable_parameters())));
+      train::AudioTrainConfig tc;
+      tc.epochs = a.epochs;
+      tc.batch = a.batch;
+      tc.lr = a.lr;
+      tc.seed = a.seed;
+      tc.scheduled_sampling = a.scheduled_sampling;
+      tc.checkpoint = a.checkpoint.empty() ? a.out + ".ckpt" : a.checkpoint;
+      tc.resume = a.resume;
+      tc.max_seconds = a.max_minutes * 60;
+      train::AudioTrainer trainer(model, tc);
+      trainer.fit(train, val, [&](const train::AudioEpochStats& st) {
+        if (a.quiet) return;
+        std::printf("epoch %3d  train mse %.4f mm²  val (autoregressive) mse %.4f mm²  sampling %.2f  %.1fs\n",
+                    st.epoch, st.train_mse, st.val_mse, st.sampling, st.seconds);
+        std::fflush(stdout);
+      });
+      model.save(a.out);
+      std::printf("train-audio: wrote %s\n", a.out.c_str());
+    };
+  });
+}
+
+// ---- features ----------------------------------------------------------------------------------
+struct FeaturesArgs {
+  std::string model, config, wav, out;
+};
+
+inline void add_features(CLI::App& app, FeaturesArgs& a, std::function<void()>& run) {
+  auto* c = app.add_subcommand("features", "wav2vec 2.0 last hidden state (T, hidden) of a WAV file");
+  c->add_option("--model", a.model, "wav2vec2 .safetensors (Hugging Face or torchaudio names)")->required();
+  c->add_option("--config", a.config, "Hugging Face config.json (default: the file's wav2vec2_config metadata)");
+  c->add_option("--wav", a.wav, "input audio (any rate; resampled to 16 kHz)")->required();
+  c->add_option("--out", a.out, "output .npy (T, hidden) float32")->required();
+  c->callback([&] {
+    run = [&] {
+      const auto f = io::SafeTensorsFile::load(a.model);
+      nn::Wav2Vec2Config cfg;
+      if (!a.config.empty()) {
+        cfg = nn::Wav2Vec2Config::from_file(a.config);
+      } else {
+        const std::string meta = f.meta("wav2vec2_config");
+        if (meta.empty())
+          throw IoError(a.model, "no 'wav2vec2_config' metadata: pass the model's config.json with --config "
+                                 "(or convert it with scripts/convert_hf_wav2vec2.py)");
+        try {
+          cfg = nn::Wav2Vec2Config::from_json(nlohmann::json::parse(meta), a.model);
+        } catch (const nlohmann::json::exception& e) {
+          throw IoError(a.model, std::string("wav2vec2_config metadata is not valid JSON: ") + e.what());
+        } catch (const ArgumentError& e) {
+          throw IoError(a.model, e.what());
+        }
+      }
+      nn::Wav2Vec2Model<float> m(cfg);
+      m.load(f);
+      const io::Audio audio = io::load_wav(a.wav);
+      if (static_cast<Index>(audio.samples.size()) < cfg.min_samples())
+        throw IoError(a.wav, "audio too short: " + std::to_string(audio.samples.size()) + " samples at 16 kHz, need " +
+                                 std::to_string(cfg.min_samples()));
+      const Tensor<float> x = Tensor<float>::from({1, static_cast<Index>(audio.samples.size())}, audio.samples);
+      const Tensor<float> h = m.forward(x).hidden;
+      io::save_npy(a.out, h.reshape({h.dim(1), h.dim(2)}));
+      std::printf("features: wrote %s (%lld x %lld)\n", a.out.c_str(), static_cast<long long>(h.dim(1)),
+                  static_cast<long long>(h.dim(2)));
+    };
+  });
+}
+
+// ---- speak -------------------------------------------------------------------------------------
+struct SpeakArgs {
+  std::string model, wav, text, subject, templ, data, out, out_wav, voice = "en+m3", fusion, expression;
+  int rate = 175;
+  double intensity = 1.0;
+  bool stream = false;
+};
+
+/// Template of `subject`: from --data when given, else from the model file.
+inline Tensor<float> speak_template(const nn::AudioModel<float>& m, const data::Dataset* ds, const std::string& subject,
+                                    const std::string& model_path) {
+  if (ds) {
+    if (!ds->subject_templates.count(subject))
+      throw IoError(ds->root, "no template for subject '" + subject + "' in the dataset");
+    return ds->template_of(subject);
+  }
+  const auto it = m.templates().find(subject);
+  if (it == m.templates().end()) {
+    std::string known;
+    for (const auto& [s, t] : m.templates()) known += (known.empty() ? "" : ", ") + s;
+    throw IoError(model_path, "no template for subject '" + subject + "' in the model (it has: " + known +
+                                  "); pass --data DIR for other subjects");
+  }
+  return it->second;
+}
+
+inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
+  auto* c = app.add_subcommand("speak", "Animate a face from speech audio (or text via espeak-ng), optionally with an emotion");
+  c->add_option("--model", a.model, "audio model (.safetensors from train-audio)")->required();
+  auto* w = c->add_option("--wav", a.wav, "input speech audio");
+  auto* t = c->add_option("--text", a.text, "text to synthesise with libespeak-ng first");
+  w->excludes(t);
+  c->add_option("--voice", a.voice, "espeak-ng voice for --text (e.g. en+m3, en+f2)");
+  c->add_option("--rate", a.rate, "espeak-ng speaking rate for --text (words per minute)");
+  c->add_option("--out-wav", a.out_wav, "also write the synthesised audio of --text");
+  c->add_option("--subject", a.subject, "speaking style: a training subject of the model (default: the first)");
+  c->add_option("--template", a.templ, "subject whose neutral face is animated (default: --subject)");
+  c->add_option("--data", a.data, "dataset folder for templates (default: the templates stored in the model)");
+  c->add_flag("--stream", a.stream, "run the streaming path (bounded latency) instead of the offline one");
+  c->add_option("--fusion", a.fusion, "fusion model (.safetensors) to add an emotion");
+  c->add_option("--expression", a.expression, "expression sequence .npy (T,V,3) absolute positions, time-stretched");
+  c->add_option("--intensity", a.intensity, "scale of the expression weights");
+  c->add_option("--out", a.out, "output .npy (T,V,3) absolute positions")->required();
+  c->callback([&] {
+    run = [&] {
+      if (a.wav.empty() && a.text.empty()) throw ArgumentError("speak: give --wav FILE or --text \"...\"");
+      if (a.fusion.empty() != a.expression.empty())
+        throw ArgumentError("speak: --fusion and --expression go together");
+      const auto model = load_audio_model(a.model);
+      const std::string subject = a.subject.empty() ? model.config().subjects.front() : a.subject;
+      const Index style = model.subject_index(subject);
+      std::unique_ptr<data::Dataset> ds;
+      if (!a.data.empty()) ds = std::make_unique<data::Dataset>(data::Dataset::load(a.data));
+      const Tensor<float> tmpl = speak_template(model, ds.get(), a.templ.empty() ? subject : a.templ, a.model);
+      std::unique_ptr<nn::DeformationFusionModule<float>> fusion;
+      if (!a.fusion.empty()) {  // load before the work so a bad file fails fast
+        fusion = std::make_unique<nn::DeformationFusionModule<float>>(nn::DeformationFusionModule<float>::load(a.fusion));
+        if (fusion->vertices() != model.vertices())
+          throw IoError(a.fusion, "fusion model has " + std::to_string(fusion->vertices()) + " vertices, the audio model " +
+                                      std::to_string(model.vertices()));
+      }
+      std::vector<float> samples;
+      if (!a.text.empty()) {
+        if (!data::espeak_available())
+          throw ArgumentError("speak --text needs libespeak-ng (install libespeak-ng-dev and rebuild); use --wav instead");
+        data::EspeakVoice v;
+        v.name = a.voice;
+        v.rate = a.rate;
+        auto u = data::espeak_synthesize(a.text, v);
+        if (!u) throw ArgumentError("speak: espeak-ng could not synthesise the text with voice '" + a.voice + "'");
+        samples = io::resample(u->samples, u->sample_rate, io::kSpeechSampleRate);
+        if (!a.out_wav.empty()) io::save_wav(a.out_wav, samples, io::kSpeechSampleRate, 1, io::WavFormat::Pcm16);
+      } else {
+        samples = io::load_wav(a.wav).samples;
+        if (static_cast<Index>(samples.size()) < model.config().w2v.min_samples())
+          throw IoError(a.wav, "audio too short: " + std::to_string(samples.size()) + " samples at 16 kHz");
+      }
+      Tensor<float> def = a.stream ? model.predict_streaming(samples, style)
+                                   : model.predict(Tensor<float>::from({static_cast<Index>(samples.size())}, samples), style);
+      const Index T = def.dim(0), V = model.vertices();
+      if (fusion) {
+        const Tensor<float> epos = io::load_vertex_sequence(a.expression, V);
+        const std::string stem = std::filesystem::path(a.expression).stem().string();
+        std::set<std::string> known;
+        for (const auto& [s, tt] : model.templates()) known.insert(s);
+        if (ds)
+          for (const auto& s : ds->subjects()) known.insert(s);
+        std::string esub;
+        try {
+          esub = data::parse_subject(stem, known);
+        } catch (const ArgumentError& e) {
+          throw IoError(a.expression, e.what());
+        }
+        const Tensor<float> etmpl = speak_template(model, ds.get(), esub, a.model);
+        Tensor<float> edef = epos.clone();
+        const Index Te = edef.dim(0);
+        for (Index f = 0; f < Te; ++f)
+          for (Index i = 0; i < V * 3; ++i) edef[f * V * 3 + i] -= etmpl[i];
+        def = fusion->fuse(def, metrics::stretch_to(edef, T), a.intensity);
+      }
+      for (Index f = 0; f < T; ++f)
+        for (Index i = 0; i < V * 3; ++i) def[f * V * 3 + i] += tmpl[i];
+      io::save_npy(a.out, def);
+      std::printf("speak: wrote %s (%lld frames, %.2f s, style %s%s%s)\n", a.out.c_str(), static_cast<long long>(T),
+                  static_cast<double>(samples.size()) / io::kSpeechSampleRate, subject.c_str(),
+                  a.stream ? ", streaming" : "", fusion ? ", with expression" : "");
+    };
+  });
+}
+
+// ---- eval-audio --------------------------------------------------------------------------------
+struct EvalAudioArgs {
+  std::string model, data, split = "test", subject;
+  bool json = false, stream = false;
+};
+
+struct AudioScore {
+  std::string method;
+  double lve_mm = 0, mve_mm = 0, bilabial_gap_mm = 0;
+};
+
+inline void add_eval_audio(CLI::App& app, EvalAudioArgs& a, std::function<void()>& run) {
+  auto* c = app.add_subcommand("eval-audio", "Score an audio model on held-out sentences against a mean-face baseline");
+  c->add_option("--model", a.model, "audio model (.safetensors)")->required();
+  c->add_option("--data", a.data, "dataset folder with speech .wav (procedural: truth/ gives the lip-closure frames)")->required();
+  c->add_option("--split", a.split, "split to score (held-out subjects)")->check(CLI::IsMember({"train", "val", "test"}));
+  c->add_option("--subject", a.subject, "style for subjects the model was not trained on (default: the first)");
+  c->add_flag("--stream", a.stream, "also score the streaming path");
+  c->add_flag("--json", a.json, "print JSON");
+  c->callback([&] {
+    run = [&] {
+      const auto model = load_audio_model(a.model);
+      const data::Dataset ds = data::Dataset::load(a.data);
+      if (model.vertices() != ds.num_vertices())
+        throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " +
+                                   std::to_string(ds.num_vertices()));
+      std::unique_ptr<metrics::ProceduralTruth> truth;
+      if (data::detail::is_dir(a.data + "/truth")) truth = std::make_unique<metrics::ProceduralTruth>(metrics::ProceduralTruth::load(a.data));
+      const Index default_style = model.subject_index(a.subject.empty() ? model.config().subjects.front() : a.subject);
+      // Mean-face baseline: the mean training deformation.
+      const Index V = ds.num_vertices();
+      Tensor<float> mean({V, 3});
+      {
+        Index n = 0;
+        std::vector<double> acc(static_cast<std::size_t>(V * 3), 0.0);
+        for (const auto* q : ds.sequences(data::Domain::Speech, data::Split::Train)) {
+          for (Index i = 0; i < q->deformations.numel(); ++i) acc[static_cast<std::size_t>(i % (V * 3))] += q->deformations[i];
+          n += q->num_frames();
+        }
+        for (Index i = 0; i < V * 3; ++i) mean[i] = static_cast<float>(n ? acc[static_cast<std::size_t>(i)] / static_cast<double>(n) : 0.0);
+      }
+      std::vector<std::string> names = {"audio model", "mean face (training mean deformation)", "neutral template"};
+      if (a.stream) names.insert(names.begin() + 1, "audio model, streaming");
+      std::vector<AudioScore> rows(names.size());
+      for (std::size_t k = 0; k < names.size(); ++k) rows[k].method = names[k];
+      Index frames = 0, bil_frames = 0, seqs = 0;
+      for (const auto* q : ds.sequences(data::Domain::Speech, data::split_from_string(a.split))) {
+        if (q->wav_path.empty()) continue;
+        const io::Audio au = io::load_wav(q->wav_path);
+        const Index Tn = q->num_frames();
+        Index style = default_style;
+        for (std::size_t i = 0; i < model.config().subjects.size(); ++i)
+          if (model.config().subjects[i] == q->subject) style = static_cast<Index>(i);
+        const Tensor<float> audio = Tensor<float>::from({1, static_cast<Index>(au.samples.size())}, au.samples);
+        std::vector<Tensor<float>> preds;
+        preds.push_back(model.predict_features(model.frame_features(audio, Tn), style).reshape({Tn, V, 3}));
+        if (a.stream) {
+          Tensor<float> s = model.predict_streaming(au.samples, style);
+          Tensor<float> fit({Tn, V, 3});  // frame counts can differ by one from the .npy
+          for (Index t = 0; t < Tn; ++t) fit.select(t).assign(s.select(std::min(t, s.dim(0) - 1)));
+          preds.push_back(fit);
+        }
+        Tensor<float> mf({Tn, V, 3});
+        for (Index t = 0; t < Tn; ++t) mf.select(t).assign(mean);
+        preds.push_back(mf);
+        preds.push_back(Tensor<float>({Tn, V, 3}));
+        const Tensor<float>& tmpl = ds.template_of(q->subject);
+        const Tensor<float> gt = q->deformations;
+        std::vector<std::int32_t> bil;
+        if (truth && truth->bilabial.count(q->name)) bil = truth->bilabial.at(q->name);
+        for (std::size_t k = 0; k < preds.size(); ++k) {
+          rows[k].lve_mm += metrics::lve_mm(preds[k], gt, ds.lips) * static_cast<double>(Tn);
+          rows[k].mve_mm += metrics::mve_mm(preds[k], gt) * static_cast<double>(Tn);
+          if (truth && !bil.empty()) {
+            Tensor<float> pos = preds[k].clone();
+            for (Index t = 0; t < Tn; ++t)
+              for (Index i = 0; i < V * 3; ++i) pos[t * V * 3 + i] += tmpl[i];
+            const auto gaps = metrics::lip_gaps(pos, truth->lip_pairs);
+            for (auto f : bil)
+              if (f < Tn) rows[k].bilabial_gap_mm += gaps[static_cast<std::size_t>(f)];
+          }
+        }
+        for (auto f : bil)
+          if (f < Tn) ++bil_frames;
+        frames += Tn;
+        ++seqs;
+      }
+      if (seqs == 0)
+        throw IoError(a.data, "no " + a.split + " speech sequence has a .wav (make the data with blendfuse gen-data --audio)");
+      for (auto& r : rows) {
+        r.lve_mm /= static_cast<double>(frames);
+        r.mve_mm /= static_cast<double>(frames);
+        r.bilabial_gap_mm = bil_frames ? r.bilabial_gap_mm / static_cast<double>(bil_frames) : 0.0;
+      }
+      if (a.json) {
+        nlohmann::ordered_json j;
+        j["split"] = a.split;
+        j["sequences"] = seqs;
+        j["frames"] = frames;
+        j["bilabial_frames"] = bil_frames;
+        j["rows"] = nlohmann::ordered_json::array();
+        for (const auto& r : rows)
+          j["rows"].push_back({{"method", r.method}, {"lve_mm", r.lve_mm}, {"mve_mm", r.mve_mm}, {"bilabial_gap_mm", r.bilabial_gap_mm}});
+        std::printf("%s\n", j.dump(2).c_str());
+      } else {
+        std::printf("| method | LVE (mm, max-L2) | MVE (mm) | lip gap on /p b m/ frames (mm; truth 0) |\n|---|---|---|---|\n");
+        for (const auto& r : rows)
+          std::printf("| %s | %.3f | %.3f | %.3f |\n", r.method.c_str(), r.lve_mm, r.mve_mm, r.bilabial_gap_mm);
+        std::printf("(%lld %s sequences, %lld frames, %lld bilabial closure frames)\n", static_cast<long long>(seqs),
+                    a.split.c_str(), static_cast<long long>(frames), static_cast<long long>(bil_frames));
+      }
+    };
+  });
+}
+
+}  // namespace blendfuse::cli

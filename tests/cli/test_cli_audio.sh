@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# End-to-end test of the audio commands on a tiny procedural dataset with espeak-ng speech,
+# including bad inputs. Without libespeak-ng only the clear --audio error is checked.
+# usage: test_cli_audio.sh path/to/blendfuse
+set -u
+BF=$1
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+export OMP_NUM_THREADS=1
+fails=0; passes=0
+ok()   { passes=$((passes+1)); }
+bad()  { echo "FAIL: $*"; fails=$((fails+1)); }
+expect_ok()  { local d=$1; shift; if "$@" >"$T/out.txt" 2>&1; then ok; else bad "$d"; cat "$T/out.txt"; fi; }
+expect_err() { local d=$1 n=$2; shift 2; if "$@" >"$T/out.txt" 2>&1; then bad "$d (succeeded)"; elif grep -qF -- "$n" "$T/out.txt"; then ok; else bad "$d (message lacks '$n')"; cat "$T/out.txt"; fi; }
+
+if ! "$BF" gen-data --tiny --audio --out "$T/data" --seed 3 >"$T/out.txt" 2>&1; then
+  if grep -qF "needs libespeak-ng" "$T/out.txt"; then echo "no libespeak-ng: checked the --audio error only"; exit 0; fi
+  cat "$T/out.txt"; echo "FAIL: gen-data --audio"; exit 1
+fi
+ok
+ls "$T/data/speech/"*.wav >/dev/null 2>&1 && ok || bad "gen-data --audio wrote no .wav"
+# same seed → identical audio
+expect_ok "gen-data --audio again" "$BF" gen-data --tiny --audio --out "$T/data2" --seed 3
+if diff -r "$T/data" "$T/data2" >/dev/null; then ok; else bad "gen-data --audio is not reproducible"; fi
+
+cat >"$T/cfg.json" <<'J'
+{"wav2vec2": {"conv_dim": [16, 16, 16, 16, 16, 16, 16], "hidden_size": 16, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "intermediate_size": 16, "num_conv_pos_embeddings": 8,
+              "num_conv_pos_embedding_groups": 2},
+ "faceformer": {"feature_dim": 16, "num_heads": 2, "dim_feedforward": 16}}
+J
+expect_ok "train-audio" "$BF" train-audio --data "$T/data" --out "$T/a.safetensors" --config "$T/cfg.json" --epochs 2 --quiet
+[ -s "$T/a.safetensors" ] && ok || bad "train-audio wrote no model"
+W=$(ls "$T/data/speech/"*.wav | head -1)
+expect_ok "speak --wav" "$BF" speak --model "$T/a.safetensors" --wav "$W" --out "$T/s.npy"
+expect_ok "speak --stream" "$BF" speak --model "$T/a.safetensors" --wav "$W" --stream --out "$T/s2.npy"
+expect_ok "speak --text" "$BF" speak --model "$T/a.safetensors" --text "Bob bought maybe five apples." --out "$T/t.npy" --out-wav "$T/t.wav"
+[ -s "$T/s.npy" ] && [ -s "$T/s2.npy" ] && [ -s "$T/t.npy" ] && [ -s "$T/t.wav" ] && ok || bad "speak outputs missing"
+expect_ok "eval-audio" "$BF" eval-audio --model "$T/a.safetensors" --data "$T/data" --json
+grep -q '"method": "mean face' "$T/out.txt" && grep -q '"lve_mm"' "$T/out.txt" && ok || bad "eval-audio JSON lacks rows"
+
+# bad inputs: clear errors naming the file, no half-written outputs
+expect_err "missing wav" "nope.wav" "$BF" speak --model "$T/a.safetensors" --wav "$T/nope.wav" --out "$T/x.npy"
+head -c 30 "$W" >"$T/corrupt.wav"
+expect_err "corrupt wav" "corrupt.wav" "$BF" speak --model "$T/a.safetensors" --wav "$T/corrupt.wav" --out "$T/x.npy"
+expect_err "wrong model file" "speech_bases.npy:" "$BF" speak --model "$T/data/truth/speech_bases.npy" --wav "$W" --out "$T/x.npy"
+expect_err "unknown subject" "unknown subject 'Nobody'" "$BF" speak --model "$T/a.safetensors" --wav "$W" --subject Nobody --out "$T/x.npy"
+head -c 500 "$T/a.safetensors" >"$T/trunc.safetensors"
+expect_err "truncated model" "trunc.safetensors" "$BF" eval-audio --model "$T/trunc.safetensors" --data "$T/data"
+[ ! -e "$T/x.npy" ] && ok || bad "a failed speak left an output file"
+cp -r "$T/data" "$T/nowav"; rm "$T/nowav/speech/"*.wav
+expect_err "data without wav" "has a matching .wav" "$BF" train-audio --data "$T/nowav" --out "$T/y.safetensors" --epochs 1
+[ ! -e "$T/y.safetensors" ] && ok || bad "a failed train-audio left a model"
+
+echo "$passes passed, $fails failed"
+[ "$fails" -eq 0 ]
