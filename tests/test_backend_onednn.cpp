@@ -2,7 +2,8 @@
 // for every op, several shapes and parameters, forward and backward on the same float inputs as
 // Tensor<float, Cpu> and Tensor<float, OneDnn>; every output must be finite and within an NMSE
 // bound (NMSE = Σ(a − b)² / Σb², b = reference). Each failure names a repro string (op, shapes,
-// params). Also: the fused variants, the double fallback, shape errors, the primitive cache.
+// params). Also: the fused variants, the double fallback, shape errors, the primitive cache, and
+// the whole fusion module (DeformationFusionModule<float, OneDnn> against <float, Cpu>).
 #include "test_util.hpp"
 
 #ifdef BLENDFUSE_WITH_ONEDNN
@@ -16,6 +17,7 @@
 #include "blendfuse/ops/conv.hpp"
 #include "blendfuse/ops/linear.hpp"
 #include "blendfuse/ops/norm.hpp"
+#include "blendfuse/nn/dfm.hpp"
 #include "onednn/onednn.hpp"
 
 using namespace blendfuse;
@@ -496,6 +498,78 @@ TEST_CASE("onednn ops run concurrently from several threads (per-thread streams,
   for (const DT& o : out) expect_match("conv2d concurrent x=(2, 8, 24, 24) w=(16, 8, 3, 3) s2p1", "y", ref, o);
 }
 
+
+// ---- the whole fusion module on oneDNN ---------------------------------------------------------
+
+struct GridMesh {
+  CT vertices;
+  Tensor<std::int32_t> faces;
+};
+
+/// An (n×n)-vertex grid over [-1,1]² with a bump (a disk-like open surface).
+GridMesh grid_mesh(int n) {
+  GridMesh g{CT({n * n, 3}), Tensor<std::int32_t>({2 * (n - 1) * (n - 1), 3})};
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      const float x = -1.0f + 2.0f * j / (n - 1), y = -1.0f + 2.0f * i / (n - 1);
+      g.vertices(i * n + j, 0) = x * 50;
+      g.vertices(i * n + j, 1) = y * 50;
+      g.vertices(i * n + j, 2) = 10 * std::exp(-(x * x + y * y));
+    }
+  Index f = 0;
+  for (int i = 0; i + 1 < n; ++i)
+    for (int j = 0; j + 1 < n; ++j) {
+      const int a = i * n + j, b = a + 1, c = a + n, d = c + 1;
+      g.faces(f, 0) = a; g.faces(f, 1) = b; g.faces(f, 2) = d; ++f;
+      g.faces(f, 0) = a; g.faces(f, 1) = d; g.faces(f, 2) = c; ++f;
+    }
+  return g;
+}
+
+TEST_CASE("onednn fusion module: encode/fuse and train_batch gradients match the reference") {
+  const GridMesh g = grid_mesh(11);
+  const Index V = 121;
+  for (const char* variant : {"full", "paper", "no-map"}) {
+    CAPTURE(variant);
+    nn::DfmConfig cfg;
+    cfg.apply_variant(variant);
+    cfg.map_size = 32;
+    cfg.channels = {8, 16, 16, 16};
+    cfg.k_a = 6;
+    cfg.k_e = 5;
+    cfg.mlp_hidden = 24;
+    cfg.lambda_laplace = 0.5;
+    cfg.lambda_reg = 0.01;
+    nn::DeformationFusionModule<float, Cpu> ref(cfg, g.vertices, g.faces, 17);
+    nn::DeformationFusionModule<float, OneDnn> dm(cfg, g.vertices, g.faces, 17);
+    Rng rng(4242);
+    const CT a = rand_cpu({5, V, 3}, rng, 2.0), e = rand_cpu({5, V, 3}, rng, 2.0);
+    CT vw({V});
+    fill_uniform(vw, rng, 0.5, 2.0);
+    const std::string r = std::string("dfm variant=") + variant + " V=121 map=32 channels=(8,16,16,16) K=6+5 B=5";
+    for (nn::Domain d : {nn::Domain::Speech, nn::Domain::Expression})
+      expect_match(r, std::string("encode ") + nn::domain_name(d), ref.encode(d, a), dm.encode(d, dnn(a)), 1e-6);
+    expect_match(r, "fuse", ref.fuse(a, e, 0.7), dm.fuse(dnn(a), dnn(e), 0.7), 1e-6);
+
+    auto pr = ref.parameters();
+    auto pd = dm.parameters();
+    REQUIRE(pr.size() == pd.size());
+    for (nn::Domain d : {nn::Domain::Speech, nn::Domain::Expression}) {
+      nn::zero_grads(pr);
+      nn::zero_grads(pd);
+      const auto lr = ref.train_batch(d, a, vw);
+      const auto ld = dm.train_batch(d, dnn(a), dnn(vw));
+      CHECK(ld.total == doctest::Approx(lr.total).epsilon(1e-4));
+      CHECK(ld.rec == doctest::Approx(lr.rec).epsilon(1e-4));
+      for (std::size_t i = 0; i < pr.size(); ++i) {
+        CAPTURE(pr[i]->name);
+        REQUIRE(pr[i]->name == pd[i]->name);
+        expect_match(r + " train_batch " + nn::domain_name(d), "grad " + pr[i]->name, pr[i]->grad,
+                     dnn(pd[i]->grad), 1e-5);
+      }
+    }
+  }
+}
 }  // namespace
 
 #else  // !BLENDFUSE_WITH_ONEDNN

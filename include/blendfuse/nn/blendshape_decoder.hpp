@@ -4,21 +4,53 @@
 // Optionally the columns are kept at a fixed norm: B = s · W / ‖W_col‖ (weight normalisation with
 // a frozen gain s). Without it, scaling a column by c and its weight by 1/c leaves the
 // reconstruction unchanged and makes any L1 penalty on weights meaningless (METHOD-NOTES).
+//
+// The fixed norm is folded into the input instead of materialising B: with per-column factors
+// s_j = column_norm / ‖W_j‖, ΔV = B w = W (s ⊙ w), so a forward is one row-major pass over W for
+// the K column norms plus one GEMM with the raw W (no (V·3, K) copy per call), and the backward
+// needs only ∂L/∂W = G' − b̂ (b̂ᵀ G') column-wise, where G' = doutᵀ (s ⊙ w) is the plain linear
+// weight gradient and b̂ = W/‖W‖ (one more row-major pass).
+//
+// Templated on the element type and a host backend B (Cpu or OneDnn): the GEMMs run on B; the
+// parameter stays a host Tensor<T> (see encoders.hpp).
 #pragma once
 
 #include <cmath>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "blendfuse/nn/parameter.hpp"
 #include "blendfuse/ops/linear.hpp"
 
+#ifndef BLENDFUSE_NN_HOST_VIEW_DEFINED
+#define BLENDFUSE_NN_HOST_VIEW_DEFINED
+namespace blendfuse::nn::detail {
+/// Non-owning view of a host tensor under another host backend's tag (same memory and layout;
+/// the source must outlive the view). Identity when the backends agree.
+template <class To, class T, class From>
+Tensor<T, To> host_view(const Tensor<T, From>& t) {
+  static_assert(To::host_memory && From::host_memory, "host_view: host-memory backends only");
+  if constexpr (std::is_same_v<To, From>) {
+    return t;
+  } else {
+    if (t.data() == nullptr) return {};
+    return Tensor<T, To>::view(const_cast<T*>(t.data()), t.shape(), t.strides());
+  }
+}
+}  // namespace blendfuse::nn::detail
+#endif
+
 namespace blendfuse::nn {
 
-template <class T>
+template <class T, class B = Cpu>
 class BlendshapeDecoder {
  public:
+  using TensorB = Tensor<T, B>;
   struct Context {
-    Tensor<T> weights;  // (B, K)
+    TensorB weights;  // (B, K)
+    TensorB scaled;   // (B, K) s ⊙ weights (fixed-norm columns only)
+    std::vector<double> norms;  // ‖W_j‖ at forward time (fixed-norm columns only)
   };
 
   BlendshapeDecoder() = default;
@@ -37,53 +69,111 @@ class BlendshapeDecoder {
   Index k() const { return w_.value.dim(1); }
   double column_norm() const { return column_norm_; }
 
-  /// The blendshapes actually applied: (V·3, K).
+  /// The blendshapes actually applied: (V·3, K) (a copy when the columns are normalised).
   Tensor<T> blendshapes() const {
     if (column_norm_ <= 0) return w_.value;
     Tensor<T> b = w_.value.clone();
     const Index r = b.dim(0), k = b.dim(1);
-    for (Index j = 0; j < k; ++j) {
-      const double n = col_norm(j);
-      for (Index i = 0; i < r; ++i) b[i * k + j] = static_cast<T>(column_norm_ * b[i * k + j] / n);
-    }
+    const std::vector<double> n = col_norms();
+    for (Index i = 0; i < r; ++i)
+      for (Index j = 0; j < k; ++j) b[i * k + j] = static_cast<T>(column_norm_ * b[i * k + j] / n[static_cast<std::size_t>(j)]);
     return b;
   }
 
+  /// Multiply-adds of one forward per sample.
+  double macs_per_sample() const { return static_cast<double>(w_.value.dim(0)) * w_.value.dim(1); }
+
   /// weights (B, K) → ΔV (B, V·3).
-  Tensor<T> forward(const Tensor<T>& weights, Context* ctx = nullptr) const {
+  TensorB forward(const TensorB& weights, Context* ctx = nullptr) const {
     check_shape(weights, {-1, k()}, "BlendshapeDecoder input");
-    if (ctx) ctx->weights = weights;
-    return ops::linear(weights, blendshapes());
+    if (ctx) *ctx = Context{weights, {}, {}};
+    if (column_norm_ <= 0) return ops::linear(weights, wv(), TensorB());
+    std::vector<double> n = col_norms();
+    const TensorB wc = weights.contiguous();
+    TensorB scaled(wc.shape());
+    const Index rows = wc.dim(0), K = k();
+    for (Index b = 0; b < rows; ++b)
+      for (Index j = 0; j < K; ++j)
+        scaled[b * K + j] = static_cast<T>(column_norm_ * wc[b * K + j] / n[static_cast<std::size_t>(j)]);
+    TensorB y = ops::linear(scaled, wv(), TensorB());
+    if (ctx) {
+      ctx->scaled = std::move(scaled);
+      ctx->norms = std::move(n);
+    }
+    return y;
   }
 
   /// Accumulates ∂L/∂W and returns ∂L/∂weights for dout = ∂L/∂ΔV (B, V·3).
-  Tensor<T> backward(const Context& ctx, const Tensor<T>& dout) {
-    const Tensor<T> b = blendshapes();
-    auto g = ops::linear_backward(ctx.weights, b, dout);
+  TensorB backward(const Context& ctx, const TensorB& dout) {
     if (column_norm_ <= 0) {
-      w_.accumulate(g.dw);
+      auto g = ops::linear_backward(ctx.weights, wv(), dout, false);
+      w_.accumulate(detail::host_view<Cpu>(g.dw));
       return g.dx;
     }
-    // B = s·W/‖W‖ per column ⇒ ∂L/∂W = (s/‖W‖)(G − b̂ (b̂·G)), b̂ = W/‖W‖.
-    const Index r = b.dim(0), k = b.dim(1);
-    Tensor<T> dw({r, k});
-    for (Index j = 0; j < k; ++j) {
-      const double n = col_norm(j);
-      double dot = 0;
-      for (Index i = 0; i < r; ++i) dot += (w_.value[i * k + j] / n) * g.dw[i * k + j];
-      for (Index i = 0; i < r; ++i)
-        dw[i * k + j] = static_cast<T>(column_norm_ / n * (g.dw[i * k + j] - (w_.value[i * k + j] / n) * dot));
+    // Forward: y = W u, u = s ⊙ w, s_j = c/‖W_j‖. With G' = ∂L/∂W|_u (= doutᵀ u) the chain rule
+    // through s gives ∂L/∂W_ij = G'_ij − b̂_ij Σ_i b̂_ij G'_ij, b̂ = W/‖W‖; ∂L/∂w = s ⊙ ∂L/∂u.
+    auto g = ops::linear_backward(ctx.scaled, wv(), dout, false);
+    const Index r = w_.value.dim(0), K = k();
+    const std::vector<double>& n = ctx.norms;
+    std::vector<double> dot(static_cast<std::size_t>(K), 0.0);
+    const Tensor<T> gw = detail::host_view<Cpu>(g.dw).contiguous();
+    const T* W = w_.value.data();
+    const T* G = gw.data();
+    for (Index i = 0; i < r; ++i)
+      for (Index j = 0; j < K; ++j) dot[static_cast<std::size_t>(j)] += static_cast<double>(W[i * K + j]) * G[i * K + j];
+    std::vector<T> a(static_cast<std::size_t>(K));  // Σ b̂ G' / ‖W‖ per column
+    for (Index j = 0; j < K; ++j) {
+      const double nj = n[static_cast<std::size_t>(j)];
+      a[static_cast<std::size_t>(j)] = static_cast<T>(dot[static_cast<std::size_t>(j)] / (nj * nj));
     }
-    w_.accumulate(dw);
-    return g.dx;
+    T* D = w_.grad.data();
+    for (Index i = 0; i < r; ++i)
+      for (Index j = 0; j < K; ++j) D[i * K + j] += G[i * K + j] - W[i * K + j] * a[static_cast<std::size_t>(j)];
+    TensorB dx = std::move(g.dx);
+    const Index rows = dx.dim(0);
+    for (Index b = 0; b < rows; ++b)
+      for (Index j = 0; j < K; ++j)
+        dx[b * K + j] = static_cast<T>(column_norm_ / n[static_cast<std::size_t>(j)] * dx[b * K + j]);
+    return dx;
+  }
+
+  /// Accumulates ∂L/∂W for a loss on the applied blendshapes, given dB = ∂L/∂B (V·3, K)
+  /// (e.g. the cross-domain overlap penalty). With fixed-norm columns B_j = c·W_j/‖W_j‖:
+  /// ∂L/∂W_j = (c/‖W_j‖)(dB_j − b̂_j (b̂_j·dB_j)).
+  void accumulate_blendshape_grad(const Tensor<T>& dB) {
+    BF_CHECK(dB.shape() == w_.value.shape(), ShapeError, "BlendshapeDecoder: blendshape gradient ",
+             dB.shape_string(), " does not match ", w_.value.shape_string());
+    if (column_norm_ <= 0) {
+      w_.accumulate(dB);
+      return;
+    }
+    const Index r = w_.value.dim(0), K = k();
+    const Tensor<T> g = dB.contiguous();
+    const T* W = w_.value.data();
+    for (Index j = 0; j < K; ++j) {
+      double nn = 0, dot = 0;
+      for (Index i = 0; i < r; ++i) {
+        nn += static_cast<double>(W[i * K + j]) * W[i * K + j];
+        dot += static_cast<double>(W[i * K + j]) * g[i * K + j];
+      }
+      const double n = std::sqrt(nn) + 1e-12;
+      for (Index i = 0; i < r; ++i)
+        w_.grad[i * K + j] += static_cast<T>(column_norm_ / n * (g[i * K + j] - W[i * K + j] * dot / (n * n)));
+    }
   }
 
  private:
-  double col_norm(Index j) const {
-    const Index r = w_.value.dim(0), k = w_.value.dim(1);
-    double s = 0;
-    for (Index i = 0; i < r; ++i) s += static_cast<double>(w_.value[i * k + j]) * w_.value[i * k + j];
-    return std::sqrt(s) + 1e-12;
+  TensorB wv() const { return detail::host_view<B>(w_.value); }
+
+  /// ‖W_j‖ (+1e-12) for every column, in one row-major pass (double accumulators).
+  std::vector<double> col_norms() const {
+    const Index r = w_.value.dim(0), K = w_.value.dim(1);
+    std::vector<double> s(static_cast<std::size_t>(K), 0.0);
+    const T* W = w_.value.data();
+    for (Index i = 0; i < r; ++i)
+      for (Index j = 0; j < K; ++j) s[static_cast<std::size_t>(j)] += static_cast<double>(W[i * K + j]) * W[i * K + j];
+    for (auto& v : s) v = std::sqrt(v) + 1e-12;
+    return s;
   }
 
   Parameter<T> w_;

@@ -17,8 +17,15 @@
 //
 // Variants (DfmConfig::variant), all selectable for the ablation:
 //   "paper"  — free blendshape columns, L1 on ε (eq. 9), reconstruction, Laplacian, L2.
-//   "full"   — ours: columns at fixed norm + L1 on ε + group lasso on latent usage (METHOD-NOTES).
-//   plus the ablations of Table 5 as λ or encoder switches ("no-sparsity", "no-laplace", "no-map").
+//   "full"   — ours: columns at fixed norm + a penalty on the overlap of the speech and expression
+//              blendshape subspaces + L1 on ε, cheaper on the expression side (docs/fusion.md).
+//   plus the ablations of Table 5 as λ or encoder switches ("no-sparsity", "no-laplace", "no-map")
+//   and "symmetric", "usage-lasso" (METHOD-NOTES' recipe) — see DfmConfig::apply_variant.
+//
+// Backends: DeformationFusionModule<T, B> with B = Cpu (reference, the default) or OneDnn runs
+// its convolutions, norms and linears on B; inputs and outputs are Tensor<T, B>, the parameters
+// are host Tensor<T> (so optimisers, checkpoints and save/load are shared). The geometry map, the
+// losses and the Laplacian are backend-independent host loops.
 #pragma once
 
 #include <memory>
@@ -49,41 +56,69 @@ struct DfmConfig {
   Index mlp_hidden = 256;
   bool mask_channel = true;
   double column_norm = -1;  // > 0 fixed column norm; 0 free columns; −1 → sqrt(V) (set in finalize)
-  // loss weights (eq. 10, plus ours)
+  // loss weights (eq. 10, plus ours); the defaults are variant "full"
   double lambda_rec = 1.0;
-  double lambda_sparsity = 0.05;
+  double lambda_sparsity = 0.2;     // L1 on ε_A (speech data's expression weights), eq. 9
+  double lambda_sparsity_e = 0.02;  // L1 on ε_E (expression data's speech weights); < 0: lambda_sparsity
   double lambda_laplace = 1.0;
   double lambda_reg = 1e-4;
-  double lambda_usage = 0.0;
+  double lambda_usage = 0.0;        // group lasso on latent usage (METHOD-NOTES)
+  double lambda_overlap = 5.0;      // overlap of the speech and expression blendshape subspaces
 
   Index k() const { return k_a + k_e; }
+  double sparsity_weight(Domain d) const {
+    return d == Domain::Expression && lambda_sparsity_e >= 0 ? lambda_sparsity_e : lambda_sparsity;
+  }
 
-  /// Applies the named variant's switches on top of the current values.
+  /// Sets the named variant's switches (keys read after it in a config still override them).
+  ///   full         ours: fixed-norm columns, subspace-overlap penalty, L1 on ε with the
+  ///                expression side's ε (mouth leaks of emotions) cheaper than the speech side's
+  ///   paper        the paper's loss: free columns, symmetric L1 on ε, no overlap term
+  ///   no-sparsity  full without any L1 on ε          no-laplace  full without the Laplacian
+  ///   no-map       full with MLP encoders on the flattened mesh (no geometry map)
+  ///   symmetric    full with the same L1 weight on both ε
+  ///   usage-lasso  METHOD-NOTES' probe recipe: fixed-norm columns, L1 on ε, usage group lasso
   void apply_variant(const std::string& v) {
-    variant = v;
-    if (v == "paper") {
+    const auto base = [this] {
+      encoder = "conv";
+      column_norm = -1;
+      lambda_sparsity = 0.2;
+      lambda_sparsity_e = 0.02;
+      lambda_laplace = 1.0;
+      lambda_usage = 0;
+      lambda_overlap = 5.0;
+    };
+    if (v == "full") {
+      base();
+    } else if (v == "paper") {
+      base();
       column_norm = 0;
-      lambda_usage = 0;
-    } else if (v == "full") {
-      if (column_norm == 0) column_norm = -1;
-      if (lambda_usage == 0) lambda_usage = 0.05;
+      lambda_sparsity_e = -1;
+      lambda_overlap = 0;
     } else if (v == "no-sparsity") {
-      apply_variant("full");
-      variant = v;
+      base();
       lambda_sparsity = 0;
-      lambda_usage = 0;
+      lambda_sparsity_e = 0;
     } else if (v == "no-laplace") {
-      apply_variant("full");
-      variant = v;
+      base();
       lambda_laplace = 0;
     } else if (v == "no-map") {
-      apply_variant("full");
-      variant = v;
+      base();
       encoder = "mlp";
+    } else if (v == "symmetric") {
+      base();
+      lambda_sparsity_e = -1;
+    } else if (v == "usage-lasso") {
+      base();
+      lambda_overlap = 0;
+      lambda_usage = 0.05;
+      lambda_sparsity = 0.05;
+      lambda_sparsity_e = -1;
     } else {
       throw ArgumentError("DfmConfig: unknown variant '" + v +
-                          "' (paper, full, no-sparsity, no-laplace, no-map)");
+                          "' (full, paper, no-sparsity, no-laplace, no-map, symmetric, usage-lasso)");
     }
+    variant = v;
   }
 
   void finalize() {
@@ -99,7 +134,8 @@ struct DfmConfig {
             {"mlp_hidden", mlp_hidden}, {"mask_channel", mask_channel},
             {"column_norm", column_norm}, {"lambda_rec", lambda_rec},
             {"lambda_sparsity", lambda_sparsity}, {"lambda_laplace", lambda_laplace},
-            {"lambda_reg", lambda_reg}, {"lambda_usage", lambda_usage}};
+            {"lambda_reg", lambda_reg}, {"lambda_usage", lambda_usage},
+            {"lambda_sparsity_e", lambda_sparsity_e}, {"lambda_overlap", lambda_overlap}};
   }
 
   /// Reads the keys present in `j` over the current values; unknown keys are errors.
@@ -125,6 +161,8 @@ struct DfmConfig {
         else if (key == "lambda_laplace") lambda_laplace = v.get<double>();
         else if (key == "lambda_reg") lambda_reg = v.get<double>();
         else if (key == "lambda_usage") lambda_usage = v.get<double>();
+        else if (key == "lambda_sparsity_e") lambda_sparsity_e = v.get<double>();
+        else if (key == "lambda_overlap") lambda_overlap = v.get<double>();
         else throw ArgumentError(where + ": unknown config key '" + key + "'");
       }
     } catch (const nlohmann::json::exception& e) {
@@ -135,16 +173,18 @@ struct DfmConfig {
 
 /// Loss terms of one training step (already weighted by λ and summed in `total`).
 struct DfmLosses {
-  double rec = 0, sparsity = 0, laplace = 0, reg = 0, usage = 0, total = 0;
+  double rec = 0, sparsity = 0, laplace = 0, reg = 0, usage = 0, overlap = 0, total = 0;
   DfmLosses& operator+=(const DfmLosses& o) {
-    rec += o.rec; sparsity += o.sparsity; laplace += o.laplace; reg += o.reg; usage += o.usage; total += o.total;
+    rec += o.rec; sparsity += o.sparsity; laplace += o.laplace; reg += o.reg; usage += o.usage;
+    overlap += o.overlap; total += o.total;
     return *this;
   }
 };
 
-template <class T>
+template <class T, class B = Cpu>
 class DeformationFusionModule {
  public:
+  using TensorB = Tensor<T, B>;
   DeformationFusionModule() = default;
 
   /// A new model for the mesh (template vertices (V,3), faces (F,3)), randomly initialised.
@@ -178,15 +218,26 @@ class DeformationFusionModule {
   /// The learned blendshapes (V·3, K) = [B_A | B_E].
   Tensor<T> blendshapes() const { return decoder_.blendshapes(); }
 
+  /// Multiply-adds of one frame of fuse(): both encoders and the decoder.
+  double fuse_macs_per_frame() const {
+    const double enc = cfg_.encoder == "conv" ? conv_[0].macs_per_sample() : mlp_[0].macs_per_sample();
+    return 2 * enc + decoder_.macs_per_sample();
+  }
+  /// Multiply-adds of one sample's forward in train_batch (one encoder and the decoder).
+  double train_forward_macs_per_sample() const {
+    return (cfg_.encoder == "conv" ? conv_[0].macs_per_sample() : mlp_[0].macs_per_sample()) +
+           decoder_.macs_per_sample();
+  }
+
   /// Encoder input for deformations dv (B, V, 3): the map (+ mask) or the flattened mesh.
-  Tensor<T> encoder_input(const Tensor<T>& dv) const {
+  TensorB encoder_input(const TensorB& dv) const {
     check_shape(dv, {-1, cfg_.vertices, 3}, "DeformationFusionModule: deformations");
     if (cfg_.encoder == "mlp") return dv.contiguous().reshape({dv.dim(0), cfg_.vertices * 3});
-    Tensor<T> m = map_.mesh_to_map(dv);  // (B, 3, S, S)
+    TensorB m = map_.mesh_to_map(dv);  // (B, 3, S, S)
     if (!cfg_.mask_channel) return m;
     const Index b = dv.dim(0), S = cfg_.map_size, P = S * S;
-    Tensor<T> x({b, 4, S, S});
-    const Tensor<T> mask = map_.template mask_as<T>();
+    TensorB x({b, 4, S, S});
+    const Tensor<T>& mask = mask_;
     for (Index i = 0; i < b; ++i) {
       std::copy(m.data() + i * 3 * P, m.data() + (i + 1) * 3 * P, x.data() + i * 4 * P);
       std::copy(mask.data(), mask.data() + P, x.data() + i * 4 * P + 3 * P);
@@ -195,23 +246,23 @@ class DeformationFusionModule {
   }
 
   /// Blendshape weights (B, K) of deformations dv (B, V, 3) from the encoder of `d`.
-  Tensor<T> encode(Domain d, const Tensor<T>& dv) const {
-    const Tensor<T> x = encoder_input(dv);
+  TensorB encode(Domain d, const TensorB& dv) const {
+    const TensorB x = encoder_input(dv);
     const std::size_t i = static_cast<std::size_t>(d);
     return cfg_.encoder == "conv" ? conv_[i].forward(x) : mlp_[i].forward(x);
   }
 
   /// Deformations (B, V, 3) from weights (B, K).
-  Tensor<T> decode(const Tensor<T>& w) const {
+  TensorB decode(const TensorB& w) const {
     return decoder_.forward(w).reshape({w.dim(0), cfg_.vertices, 3});
   }
 
   /// Eq. 13: B_A w_A(speech) + intensity · B_E w_E(expression); both (T, V, 3), same T.
-  Tensor<T> fuse(const Tensor<T>& speech, const Tensor<T>& expression, double intensity = 1.0) const {
+  TensorB fuse(const TensorB& speech, const TensorB& expression, double intensity = 1.0) const {
     BF_CHECK(speech.shape() == expression.shape(), ShapeError, "fuse: speech ", speech.shape_string(),
              " and expression ", expression.shape_string(), " must have the same shape");
-    Tensor<T> wa = encode(Domain::Speech, speech);
-    const Tensor<T> we = encode(Domain::Expression, expression);
+    TensorB wa = encode(Domain::Speech, speech);
+    const TensorB we = encode(Domain::Expression, expression);
     const Index n = wa.dim(0), K = cfg_.k();
     for (Index t = 0; t < n; ++t)
       for (Index j = cfg_.k_a; j < K; ++j) wa[t * K + j] = static_cast<T>(intensity * we[t * K + j]);
@@ -220,16 +271,19 @@ class DeformationFusionModule {
 
   /// One training pass over a batch of one domain: forward, losses, backward (gradients are
   /// accumulated into the parameters). Returns the weighted loss terms.
-  DfmLosses train_batch(Domain d, const Tensor<T>& dv, const Tensor<T>& vertex_weights) {
+  DfmLosses train_batch(Domain d, const TensorB& dv_b, const TensorB& vertex_weights_b) {
     const std::size_t di = static_cast<std::size_t>(d);
-    const Tensor<T> x = encoder_input(dv);
-    typename ConvInReluEncoder<T>::Context cctx;
-    typename MlpEncoder<T>::Context mctx;
-    const Tensor<T> w = cfg_.encoder == "conv" ? conv_[di].forward(x, &cctx) : mlp_[di].forward(x, &mctx);
-    typename BlendshapeDecoder<T>::Context dctx;
-    const Index b = dv.dim(0), V = cfg_.vertices, K = cfg_.k();
-    Tensor<T> pred = decoder_.forward(w, &dctx).reshape({b, V, 3});
-    const Tensor<T> target = dv.contiguous();
+    const TensorB x = encoder_input(dv_b);
+    typename ConvInReluEncoder<T, B>::Context cctx;
+    typename MlpEncoder<T, B>::Context mctx;
+    const TensorB w_b = cfg_.encoder == "conv" ? conv_[di].forward(x, &cctx) : mlp_[di].forward(x, &mctx);
+    typename BlendshapeDecoder<T, B>::Context dctx;
+    const Index b = dv_b.dim(0), V = cfg_.vertices, K = cfg_.k();
+    const TensorB pred_b = decoder_.forward(w_b, &dctx).reshape({b, V, 3});
+    // losses run on host views (same memory)
+    const Tensor<T> pred = detail::host_view<Cpu>(pred_b), w = detail::host_view<Cpu>(w_b);
+    const Tensor<T> vertex_weights = detail::host_view<Cpu>(vertex_weights_b);
+    const Tensor<T> target = detail::host_view<Cpu>(dv_b).contiguous();
 
     DfmLosses L;
     auto rec = loss::weighted_mse(pred, target, vertex_weights);
@@ -246,40 +300,52 @@ class DeformationFusionModule {
       L.reg = cfg_.lambda_reg * reg.value;
       axpy(dpred, reg.grad, cfg_.lambda_reg);
     }
-    Tensor<T> dw = decoder_.backward(dctx, dpred.reshape({b, V * 3}));
+    TensorB dw_b = decoder_.backward(dctx, detail::host_view<B>(dpred).reshape({b, V * 3}));
+    Tensor<T> dw = detail::host_view<Cpu>(dw_b);
     // eq. 9: the cross-domain half is ε (B_E part of the speech encoder and vice versa)
     const Index c0 = d == Domain::Speech ? cfg_.k_a : 0, c1 = d == Domain::Speech ? K : cfg_.k_a;
-    if (cfg_.lambda_sparsity > 0) {
+    const double lsp = cfg_.sparsity_weight(d);
+    if (lsp > 0) {
       Tensor<T> eps = w.slice(1, c0, c1).clone();
       auto sp = loss::l1(eps);
-      L.sparsity = cfg_.lambda_sparsity * sp.value;
+      L.sparsity = lsp * sp.value;
       for (Index i = 0; i < b; ++i)
-        for (Index j = c0; j < c1; ++j) dw[i * K + j] += static_cast<T>(cfg_.lambda_sparsity * sp.grad[i * (c1 - c0) + (j - c0)]);
+        for (Index j = c0; j < c1; ++j) dw[i * K + j] += static_cast<T>(lsp * sp.grad[i * (c1 - c0) + (j - c0)]);
     }
     if (cfg_.lambda_usage > 0) {
       auto us = loss::usage_group_lasso(w);
       L.usage = cfg_.lambda_usage * us.value;
       axpy(dw, us.grad, cfg_.lambda_usage);
     }
-    if (cfg_.encoder == "conv") conv_[di].backward(cctx, dw);
-    else mlp_[di].backward(mctx, dw);
-    L.total = L.rec + L.sparsity + L.laplace + L.reg + L.usage;
+    if (cfg_.encoder == "conv") conv_[di].backward(cctx, dw_b);
+    else mlp_[di].backward(mctx, dw_b);
+    if (cfg_.lambda_overlap > 0 && d == Domain::Speech) {  // once per step: on the speech batch
+      auto ov = loss::cross_domain_overlap(decoder_.blendshapes(), cfg_.k_a);
+      L.overlap = cfg_.lambda_overlap * ov.value;
+      for (Index i = 0; i < ov.grad.numel(); ++i) ov.grad[i] = static_cast<T>(cfg_.lambda_overlap * ov.grad[i]);
+      decoder_.accumulate_blendshape_grad(ov.grad);
+    }
+    L.total = L.rec + L.sparsity + L.laplace + L.reg + L.usage + L.overlap;
     return L;
   }
 
   /// Loss terms without touching gradients (validation).
-  DfmLosses evaluate_batch(Domain d, const Tensor<T>& dv, const Tensor<T>& vertex_weights) const {
-    const Tensor<T> w = encode(d, dv);
-    const Tensor<T> pred = decode(w);
+  DfmLosses evaluate_batch(Domain d, const TensorB& dv_b, const TensorB& vertex_weights_b) const {
+    const TensorB w_b = encode(d, dv_b);
+    const TensorB pred_b = decode(w_b);
+    const Tensor<T> w = detail::host_view<Cpu>(w_b), pred = detail::host_view<Cpu>(pred_b);
+    const Tensor<T> dv = detail::host_view<Cpu>(dv_b), vertex_weights = detail::host_view<Cpu>(vertex_weights_b);
     DfmLosses L;
     L.rec = cfg_.lambda_rec * loss::weighted_mse(pred, dv.contiguous(), vertex_weights).value;
     if (cfg_.lambda_laplace > 0) L.laplace = cfg_.lambda_laplace * loss::mean_sq(geometry::laplacian(topo_, pred)).value;
     if (cfg_.lambda_reg > 0) L.reg = cfg_.lambda_reg * loss::mean_sq(pred).value;
     const Index K = cfg_.k();
     const Index c0 = d == Domain::Speech ? cfg_.k_a : 0, c1 = d == Domain::Speech ? K : cfg_.k_a;
-    if (cfg_.lambda_sparsity > 0) L.sparsity = cfg_.lambda_sparsity * loss::l1(w.slice(1, c0, c1).clone()).value;
+    if (cfg_.sparsity_weight(d) > 0) L.sparsity = cfg_.sparsity_weight(d) * loss::l1(w.slice(1, c0, c1).clone()).value;
     if (cfg_.lambda_usage > 0) L.usage = cfg_.lambda_usage * loss::usage_group_lasso(w).value;
-    L.total = L.rec + L.sparsity + L.laplace + L.reg + L.usage;
+    if (cfg_.lambda_overlap > 0 && d == Domain::Speech)
+      L.overlap = cfg_.lambda_overlap * loss::cross_domain_overlap(decoder_.blendshapes(), cfg_.k_a).value;
+    L.total = L.rec + L.sparsity + L.laplace + L.reg + L.usage + L.overlap;
     return L;
   }
 
@@ -367,15 +433,17 @@ class DeformationFusionModule {
         mlp_.emplace_back(MlpEncoderConfig{cfg_.vertices * 3, cfg_.mlp_hidden, cfg_.k()}, p);
       }
     }
-    decoder_ = BlendshapeDecoder<T>(cfg_.vertices, cfg_.k(), cfg_.column_norm);
+    decoder_ = BlendshapeDecoder<T, B>(cfg_.vertices, cfg_.k(), cfg_.column_norm);
+    mask_ = cfg_.encoder == "conv" ? map_.template mask_as<T>() : Tensor<T>();
   }
 
   DfmConfig cfg_;
   geometry::GeometryMap map_;
   geometry::MeshTopology topo_;
-  std::vector<ConvInReluEncoder<T>> conv_;
-  std::vector<MlpEncoder<T>> mlp_;
-  BlendshapeDecoder<T> decoder_;
+  std::vector<ConvInReluEncoder<T, B>> conv_;
+  std::vector<MlpEncoder<T, B>> mlp_;
+  BlendshapeDecoder<T, B> decoder_;
+  Tensor<T> mask_;  // the map's validity mask as T (S, S), built with the modules
 };
 
 }  // namespace blendfuse::nn
