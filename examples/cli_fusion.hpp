@@ -101,8 +101,8 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
   auto* c = app.add_subcommand("train-fusion", "Train the deformation fusion module on a dataset folder");
   c->add_option("--data", a.data, "dataset folder")->required();
   c->add_option("--out", a.out, "output model (.safetensors)")->required();
-  c->add_option("--variant", a.variant, "paper | full | no-sparsity | no-laplace | no-map")
-      ->check(CLI::IsMember({"paper", "full", "no-sparsity", "no-laplace", "no-map"}));
+  auto* variant_opt = c->add_option("--variant", a.variant, "full | paper | no-sparsity | no-laplace | no-map | symmetric | usage-lasso")
+      ->check(CLI::IsMember({"paper", "full", "no-sparsity", "no-laplace", "no-map", "symmetric", "usage-lasso"}));
   c->add_option("--config", a.config, "JSON file with model config keys (see docs/fusion.md)");
   c->add_option("--epochs", a.epochs, "epochs");
   c->add_option("--batch", a.batch, "frames per step (half from each domain)");
@@ -115,20 +115,19 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
   c->add_flag("--resume", a.resume, "continue from the checkpoint if it exists");
   c->add_option("--max-minutes", a.max_minutes, "stop after the epoch in which this time budget runs out");
   c->add_flag("--quiet", a.quiet, "no per-epoch lines");
-  c->callback([&] {
-    run = [&] {
+  c->callback([&, variant_opt] {
+    run = [&, variant_opt] {
       const data::Dataset ds = data::Dataset::load(a.data);
       nn::DfmConfig cfg;
       cfg.apply_variant(a.variant);
       if (!a.config.empty()) {
         auto j = read_json_file(a.config);
+        if (variant_opt->count() > 0 && j.is_object()) j.erase("variant");  // --variant wins
         try {
           cfg.update_from_json(j, a.config);
         } catch (const ArgumentError& e) {
           throw IoError(a.config, e.what());
         }
-        if (j.contains("variant") && j["variant"].get<std::string>() != a.variant && a.variant != "full")
-          cfg.apply_variant(a.variant);
       }
       if (a.map_size > 0) cfg.map_size = a.map_size;
       if (a.k_a > 0) cfg.k_a = a.k_a;
@@ -156,9 +155,9 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
       train::FusionTrainer trainer(model, tc);
       trainer.fit(sa, se, va, ve, ds.vertex_weights, [&](const train::EpochStats& st) {
         if (a.quiet) return;
-        std::printf("epoch %3d  train %.4f (rec %.4f sp %.4f lap %.4f usage %.4f)  val %.4f (rec %.4f)  %.1fs\n",
+        std::printf("epoch %3d  train %.4f (rec %.4f sp %.4f lap %.4f usage %.4f ov %.4f)  val %.4f (rec %.4f)  %.1fs\n",
                     st.epoch, st.train.total, st.train.rec, st.train.sparsity, st.train.laplace,
-                    st.train.usage, st.val.total, st.val.rec, st.seconds);
+                    st.train.usage, st.train.overlap, st.val.total, st.val.rec, st.seconds);
         std::fflush(stdout);
       });
       model.save(a.out);

@@ -144,6 +144,37 @@ TEST_CASE("losses: values on hand-computed cases and gradients by finite differe
   check([&](const Tensor<double>& a) { return loss::usage_group_lasso(a); });
 }
 
+TEST_CASE("cross_domain_overlap: subspace projection value and gradient") {
+  // orthogonal subspaces → 0
+  Tensor<double> o({6, 4});
+  o(0, 0) = 1; o(1, 1) = 2; o(2, 2) = 3; o(3, 3) = 1;
+  CHECK(loss::cross_domain_overlap(o, 2).value == doctest::Approx(0.0));
+  // an expression column inside the span of two speech columns (but not parallel to either)
+  // counts fully (≈ 1 up to δ), which pairwise cosines would underestimate
+  Tensor<double> s({6, 3});
+  s(0, 0) = 1; s(1, 0) = 1;   // (1, 1, 0)
+  s(0, 1) = 1; s(1, 1) = -1;  // (1, -1, 0)
+  s(0, 2) = 1;                // (1, 0, 0) = half the sum
+  CHECK(loss::cross_domain_overlap(s, 2, 1e-9).value == doctest::Approx(1.0).epsilon(1e-6));
+  // half in the span: (1, 0, 1)/√2 → 0.5
+  s(2, 2) = 1;
+  CHECK(loss::cross_domain_overlap(s, 2, 1e-9).value == doctest::Approx(0.5).epsilon(1e-6));
+  CHECK_THROWS_AS(loss::cross_domain_overlap(s, 3), ArgumentError);
+  // scale invariance per column
+  Rng rng(17);
+  auto B = bft::random_tensor({20, 7}, rng);
+  const double v0 = loss::cross_domain_overlap(B, 3).value;
+  for (Index i = 0; i < 20; ++i) B(i, 4) *= 5.0;
+  CHECK(loss::cross_domain_overlap(B, 3).value == doctest::Approx(v0).epsilon(1e-9));
+  bft::gradcheck(
+      {B}, [&](const std::vector<Tensor<double>>& in) { return Tensor<double>::from({1}, {loss::cross_domain_overlap(in[0], 3).value}); },
+      [&](const std::vector<Tensor<double>>& in, const Tensor<double>& d) {
+        auto g = loss::cross_domain_overlap(in[0], 3).grad.clone();
+        for (Index i = 0; i < g.numel(); ++i) g[i] *= d[0];
+        return std::vector<Tensor<double>>{g};
+      });
+}
+
 TEST_CASE("Adam: first step moves each weight by lr against the gradient sign, and minimises a quadratic") {
   nn::Parameter<double> p("p", {3});
   p.value = Tensor<double>::from({3}, {1, -2, 3});

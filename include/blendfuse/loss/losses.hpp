@@ -5,7 +5,8 @@
 //   sparsity       (eq. 9) : ‖ε‖₁ per sample                         (cross-domain weights)
 //   Laplacian      (eq. 12): (1/V) Σ_i ‖L(ΔV̂)_i‖²                  (uniform Laplacian, squared)
 //   L2 regulariser         : (1/V) Σ_k ‖ΔV̂_k‖²
-//   usage group lasso      : Σ_k sqrt(mean_b w_bk² + δ)              (METHOD-NOTES; ours)
+//   usage group lasso      : Σ_k sqrt(mean_b w_bk² + δ)              (METHOD-NOTES)
+//   cross-domain overlap   : Σ_e ‖P_A ê‖², speech/expression subspaces (ours)
 //
 // Two deliberate choices, documented in docs/results.md: the Laplacian term is taken on the
 // predicted *deformation* (the template's own curvature is not a defect to smooth away), and both
@@ -14,6 +15,8 @@
 #pragma once
 
 #include <cmath>
+
+#include <Eigen/Dense>
 
 #include "blendfuse/core/tensor.hpp"
 
@@ -99,6 +102,43 @@ LossGrad<T> usage_group_lasso(const Tensor<T>& w, double delta = 1e-8) {
     for (Index s = 0; s < b; ++s) r.grad[s * k + j] = static_cast<T>(c[s * k + j] / (b * rms));
   }
   return r;
+}
+
+/// Cross-domain overlap of blendshape subspaces: Σ_e ‖P_A ê‖², the squared length of each
+/// unit-normalised expression blendshape ê's projection onto the span of the (unit-normalised)
+/// speech blendshapes, P_A = Â (ÂᵀÂ + δI)⁻¹ Âᵀ. B is (rows × K) with columns [B_A | B_E]. Zero
+/// when the two sets span orthogonal subspaces; unlike pairwise cosines it also sees overlap
+/// with combinations of several speech blendshapes.
+template <class T>
+LossGrad<T> cross_domain_overlap(const Tensor<T>& B, Index k_a, double delta = 1e-3) {
+  check_ndim(B, 2, "cross_domain_overlap");
+  const Index r = B.dim(0), K = B.dim(1), k_e = K - k_a;
+  BF_CHECK(k_a > 0 && k_a < K, ArgumentError, "cross_domain_overlap: k_a ", k_a, " not in (0, ", K, ")");
+  using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>;
+  const auto c = B.contiguous();
+  Mat X(r, K);
+  for (Index i = 0; i < r; ++i)
+    for (Index j = 0; j < K; ++j) X(i, j) = static_cast<double>(c[i * K + j]);
+  Eigen::VectorXd norms = X.colwise().norm().transpose().array() + 1e-12;
+  Mat U = X * norms.cwiseInverse().asDiagonal();  // unit columns
+  const Mat A = U.leftCols(k_a), E = U.rightCols(k_e);
+  const Mat G = A.transpose() * A + delta * Mat::Identity(k_a, k_a);
+  const Mat C = A.transpose() * E;
+  const Eigen::LDLT<Mat> ldlt(G);
+  const Mat MC = ldlt.solve(C);              // (G+δI)⁻¹ C
+  LossGrad<T> out{(C.array() * MC.array()).sum(), Tensor<T>(B.shape())};
+  const Mat dC = 2.0 * MC;                    // ∂P/∂C
+  const Mat dG = -MC * MC.transpose();        // ∂P/∂G (symmetric)
+  Mat dU(r, K);
+  dU.leftCols(k_a) = E * dC.transpose() + 2.0 * A * dG;
+  dU.rightCols(k_e) = A * dC;
+  // through the column normalisation u = x/‖x‖: dx = (du − u (u·du)) / ‖x‖
+  for (Index j = 0; j < K; ++j) {
+    const double dot = U.col(j).dot(dU.col(j));
+    const Eigen::VectorXd dx = (dU.col(j) - U.col(j) * dot) / norms(j);
+    for (Index i = 0; i < r; ++i) out.grad[i * K + j] = static_cast<T>(dx(i));
+  }
+  return out;
 }
 
 }  // namespace blendfuse::loss

@@ -177,7 +177,7 @@ class FusionTrainer {
     return out;
   }
   static void scale(nn::DfmLosses& l, double s) {
-    l.rec *= s; l.sparsity *= s; l.laplace *= s; l.reg *= s; l.usage *= s; l.total *= s;
+    l.rec *= s; l.sparsity *= s; l.laplace *= s; l.reg *= s; l.usage *= s; l.overlap *= s; l.total *= s;
   }
   static std::string fmt(double v) {
     char b[32];
