@@ -1,6 +1,7 @@
 // blendfuse — the linear blendshape decoder (paper §3.3.2): ΔV = B w, no bias. Its weight matrix
 // (V·3, K) *is* the blendshape set [B_A | B_E] (columns are blendshapes, rows x,y,z per vertex).
 //
+// Free columns are parametrised as B = √V·W (a constant gain, see free_gain()).
 // Optionally the columns are kept at a fixed norm: B = s · W / ‖W_col‖ (weight normalisation with
 // a frozen gain s). Without it, scaling a column by c and its weight by 1/c leaves the
 // reconstruction unchanged and makes any L1 penalty on weights meaningless (METHOD-NOTES).
@@ -60,19 +61,25 @@ class BlendshapeDecoder {
 
   void init(Rng& rng) {
     // Small random blendshapes: each column has norm ≈ column_norm (or ≈ 1 mm RMS per vertex).
-    const double s = 1.0 / std::sqrt(static_cast<double>(w_.value.dim(0)));
-    fill_normal(w_.value, rng, column_norm_ > 0 ? s : 1.0);
+    // Both parametrisations start with columns of norm ≈ √V (≈ 1 mm RMS per vertex coordinate).
+    fill_normal(w_.value, rng, 1.0 / std::sqrt(static_cast<double>(w_.value.dim(0))));
   }
 
   ParamList<T> parameters() { return {&w_}; }
+  /// Free columns are B = g·W with a constant gain g = √V, so that W lives at the same O(1/√(3V))
+  /// scale as in the fixed-norm parametrisation and Adam's step size means the same in both.
+  double free_gain() const { return std::sqrt(static_cast<double>(w_.value.dim(0)) / 3.0); }
   Index vertices() const { return w_.value.dim(0) / 3; }
   Index k() const { return w_.value.dim(1); }
   double column_norm() const { return column_norm_; }
 
   /// The blendshapes actually applied: (V·3, K) (a copy when the columns are normalised).
   Tensor<T> blendshapes() const {
-    if (column_norm_ <= 0) return w_.value;
     Tensor<T> b = w_.value.clone();
+    if (column_norm_ <= 0) {
+      for (Index i = 0; i < b.numel(); ++i) b[i] = static_cast<T>(free_gain() * b[i]);
+      return b;
+    }
     const Index r = b.dim(0), k = b.dim(1);
     const std::vector<double> n = col_norms();
     for (Index i = 0; i < r; ++i)
@@ -87,7 +94,13 @@ class BlendshapeDecoder {
   TensorB forward(const TensorB& weights, Context* ctx = nullptr) const {
     check_shape(weights, {-1, k()}, "BlendshapeDecoder input");
     if (ctx) *ctx = Context{weights, {}, {}};
-    if (column_norm_ <= 0) return ops::linear(weights, wv(), TensorB());
+    if (column_norm_ <= 0) {
+      TensorB scaled = weights.clone();
+      for (Index i = 0; i < scaled.numel(); ++i) scaled[i] = static_cast<T>(free_gain() * scaled[i]);
+      TensorB y = ops::linear(scaled, wv(), TensorB());
+      if (ctx) ctx->scaled = std::move(scaled);
+      return y;
+    }
     std::vector<double> n = col_norms();
     const TensorB wc = weights.contiguous();
     TensorB scaled(wc.shape());
@@ -106,8 +119,9 @@ class BlendshapeDecoder {
   /// Accumulates ∂L/∂W and returns ∂L/∂weights for dout = ∂L/∂ΔV (B, V·3).
   TensorB backward(const Context& ctx, const TensorB& dout) {
     if (column_norm_ <= 0) {
-      auto g = ops::linear_backward(ctx.weights, wv(), dout, false);
+      auto g = ops::linear_backward(ctx.scaled, wv(), dout, false);
       w_.accumulate(detail::host_view<Cpu>(g.dw));
+      for (Index i = 0; i < g.dx.numel(); ++i) g.dx[i] = static_cast<T>(free_gain() * g.dx[i]);
       return g.dx;
     }
     // Forward: y = W u, u = s ⊙ w, s_j = c/‖W_j‖. With G' = ∂L/∂W|_u (= doutᵀ u) the chain rule
@@ -144,7 +158,9 @@ class BlendshapeDecoder {
     BF_CHECK(dB.shape() == w_.value.shape(), ShapeError, "BlendshapeDecoder: blendshape gradient ",
              dB.shape_string(), " does not match ", w_.value.shape_string());
     if (column_norm_ <= 0) {
-      w_.accumulate(dB);
+      Tensor<T> g = dB.clone();
+      for (Index i = 0; i < g.numel(); ++i) g[i] = static_cast<T>(free_gain() * g[i]);
+      w_.accumulate(g);
       return;
     }
     const Index r = w_.value.dim(0), K = k();
