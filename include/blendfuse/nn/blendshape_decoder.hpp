@@ -24,23 +24,6 @@
 #include "blendfuse/nn/parameter.hpp"
 #include "blendfuse/ops/linear.hpp"
 
-#ifndef BLENDFUSE_NN_HOST_VIEW_DEFINED
-#define BLENDFUSE_NN_HOST_VIEW_DEFINED
-namespace blendfuse::nn::detail {
-/// Non-owning view of a host tensor under another host backend's tag (same memory and layout;
-/// the source must outlive the view). Identity when the backends agree.
-template <class To, class T, class From>
-Tensor<T, To> host_view(const Tensor<T, From>& t) {
-  static_assert(To::host_memory && From::host_memory, "host_view: host-memory backends only");
-  if constexpr (std::is_same_v<To, From>) {
-    return t;
-  } else {
-    if (t.data() == nullptr) return {};
-    return Tensor<T, To>::view(const_cast<T*>(t.data()), t.shape(), t.strides());
-  }
-}
-}  // namespace blendfuse::nn::detail
-#endif
 
 namespace blendfuse::nn {
 

@@ -19,6 +19,7 @@
 
 #include "blendfuse/nn/dfm.hpp"
 #include "blendfuse/train/adam.hpp"
+#include "blendfuse/train/checkpoint.hpp"
 #include "blendfuse/train/progress.hpp"
 
 namespace blendfuse::train {
@@ -137,30 +138,9 @@ class FusionTrainer {
   int epochs_done() const { return epoch_; }
   long steps_done() const { return opt_.step_count(); }
 
-  void save_checkpoint() const {
-    io::SafeTensorsWriter w;
-    model_.add_to(w);
-    opt_.save_state(w);
-    w.set_metadata("train.epoch", std::to_string(epoch_));
-    w.set_metadata("train.seed", std::to_string(cfg_.seed));
-    w.save(cfg_.checkpoint);
-  }
+  void save_checkpoint() const { train::save_checkpoint(cfg_.checkpoint, model_, opt_, epoch_, cfg_.seed); }
 
-  void load_checkpoint() {
-    const auto f = io::SafeTensorsFile::load(cfg_.checkpoint);
-    auto loaded = nn::DeformationFusionModule<float>::from_safetensors(f);
-    if (loaded.config().to_json() != model_.config().to_json())
-      throw IoError(cfg_.checkpoint, "checkpoint was made with a different model config");
-    auto src = loaded.parameters();
-    auto dst = model_.parameters();
-    for (std::size_t i = 0; i < dst.size(); ++i) dst[i]->value = src[i]->value.clone();
-    opt_.load_state(f);
-    try {
-      epoch_ = std::stoi(f.meta("train.epoch", "0"));
-    } catch (const std::exception&) {
-      throw IoError(cfg_.checkpoint, "metadata 'train.epoch' is not an integer");
-    }
-  }
+  void load_checkpoint() { epoch_ = train::load_checkpoint(cfg_.checkpoint, model_, opt_); }
 
  private:
   static std::vector<Index> permutation(Index n, Rng& rng) {

@@ -1,0 +1,42 @@
+// blendfuse — training checkpoints shared by the trainers: the model (its own safetensors layout
+// with config metadata), the Adam state and the epoch, written atomically in one file.
+#pragma once
+
+#include <string>
+
+#include "blendfuse/io/safetensors.hpp"
+#include "blendfuse/train/adam.hpp"
+
+namespace blendfuse::train {
+
+/// Writes `model` (Model::add_to), the optimiser state and the epoch counter to `path` atomically.
+template <class Model, class T>
+void save_checkpoint(const std::string& path, Model& model, const Adam<T>& opt, int epoch, std::uint64_t seed) {
+  io::SafeTensorsWriter w;
+  model.add_to(w);
+  opt.save_state(w);
+  w.set_metadata("train.epoch", std::to_string(epoch));
+  w.set_metadata("train.seed", std::to_string(seed));
+  w.save(path);
+}
+
+/// Restores a checkpoint written by save_checkpoint into `model` and `opt`; returns the epoch.
+/// The checkpoint's model config must equal the model's (IoError naming the file otherwise).
+template <class Model, class T>
+int load_checkpoint(const std::string& path, Model& model, Adam<T>& opt) {
+  const auto f = io::SafeTensorsFile::load(path);
+  auto loaded = Model::from_safetensors(f);
+  if (loaded.config().to_json() != model.config().to_json())
+    throw IoError(path, "checkpoint was made with a different model config");
+  auto src = loaded.parameters();
+  auto dst = model.parameters();
+  for (std::size_t i = 0; i < dst.size(); ++i) dst[i]->value = src[i]->value.clone();
+  opt.load_state(f);
+  try {
+    return std::stoi(f.meta("train.epoch", "0"));
+  } catch (const std::exception&) {
+    throw IoError(path, "metadata 'train.epoch' is not an integer");
+  }
+}
+
+}  // namespace blendfuse::train
