@@ -132,11 +132,8 @@ class AudioTrainer {
       st.train_mse = sum / static_cast<double>(std::max<Index>(frames, 1));
       st.val_mse = validate(val);
       st.seconds = Progress::seconds_since(t0);
-      if (!cfg_.checkpoint.empty()) {
-        ++epoch_;
-        save_checkpoint();
-        --epoch_;
-      }
+      if (!cfg_.checkpoint.empty())  // records the epochs completed, this one included
+        train::save_checkpoint(cfg_.checkpoint, model_, opt_, epoch_ + 1, cfg_.seed);
       out.push_back(st);
       if (on_epoch) on_epoch(st);
       if (cfg_.max_seconds > 0 && Progress::seconds_since(start) > cfg_.max_seconds) {
@@ -164,8 +161,6 @@ class AudioTrainer {
   }
 
   int epochs_done() const { return epoch_; }
-
-  void save_checkpoint() const { train::save_checkpoint(cfg_.checkpoint, model_, opt_, epoch_, cfg_.seed); }
 
   void load_checkpoint() { epoch_ = train::load_checkpoint(cfg_.checkpoint, model_, opt_); }
 

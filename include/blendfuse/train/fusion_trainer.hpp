@@ -97,11 +97,8 @@ class FusionTrainer {
       scale(st.train, 1.0 / static_cast<double>(steps));
       st.val = validate(speech_val, expression_val, vertex_weights);
       st.seconds = Progress::seconds_since(t0);
-      if (!cfg_.checkpoint.empty()) {
-        ++epoch_;
-        save_checkpoint();
-        --epoch_;
-      }
+      if (!cfg_.checkpoint.empty())  // records the epochs completed, this one included
+        train::save_checkpoint(cfg_.checkpoint, model_, opt_, epoch_ + 1, cfg_.seed);
       out.push_back(st);
       if (on_epoch) on_epoch(st);
       if (cfg_.max_seconds > 0 && Progress::seconds_since(start) > cfg_.max_seconds) {
@@ -137,8 +134,6 @@ class FusionTrainer {
 
   int epochs_done() const { return epoch_; }
   long steps_done() const { return opt_.step_count(); }
-
-  void save_checkpoint() const { train::save_checkpoint(cfg_.checkpoint, model_, opt_, epoch_, cfg_.seed); }
 
   void load_checkpoint() { epoch_ = train::load_checkpoint(cfg_.checkpoint, model_, opt_); }
 
