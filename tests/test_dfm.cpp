@@ -11,29 +11,8 @@ using namespace blendfuse;
 
 namespace {
 
-/// A (n×n)-vertex grid over [-1,1]² with a gentle bump (a disk-like open surface).
-struct Grid {
-  Tensor<float> vertices;
-  Tensor<std::int32_t> faces;
-};
-Grid make_grid(int n) {
-  Grid g{Tensor<float>({n * n, 3}), Tensor<std::int32_t>({2 * (n - 1) * (n - 1), 3})};
-  for (int i = 0; i < n; ++i)
-    for (int j = 0; j < n; ++j) {
-      const float x = -1.0f + 2.0f * j / (n - 1), y = -1.0f + 2.0f * i / (n - 1);
-      g.vertices(i * n + j, 0) = x * 50;
-      g.vertices(i * n + j, 1) = y * 50;
-      g.vertices(i * n + j, 2) = 10 * std::exp(-(x * x + y * y));
-    }
-  Index f = 0;
-  for (int i = 0; i + 1 < n; ++i)
-    for (int j = 0; j + 1 < n; ++j) {
-      const int a = i * n + j, b = a + 1, c = a + n, d = c + 1;
-      g.faces(f, 0) = a; g.faces(f, 1) = b; g.faces(f, 2) = d; ++f;
-      g.faces(f, 0) = a; g.faces(f, 1) = d; g.faces(f, 2) = c; ++f;
-    }
-  return g;
-}
+using Grid = bft::GridMesh;
+constexpr auto make_grid = bft::grid_mesh;
 
 nn::DfmConfig tiny_config(const std::string& variant) {
   nn::DfmConfig c;

@@ -58,6 +58,30 @@ inline Tensor<double> random_tensor(Shape s, blendfuse::Rng& rng, double stddev 
   return t;
 }
 
+/// An (n×n)-vertex grid over [-1,1]²·50 mm with a 10 mm bump: a disk-like open face stand-in.
+struct GridMesh {
+  Tensor<float> vertices;             // (n·n, 3)
+  Tensor<std::int32_t> faces;         // (2(n−1)², 3)
+};
+inline GridMesh grid_mesh(int n) {
+  GridMesh g{Tensor<float>({n * n, 3}), Tensor<std::int32_t>({2 * (n - 1) * (n - 1), 3})};
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      const float x = -1.0f + 2.0f * j / (n - 1), y = -1.0f + 2.0f * i / (n - 1);
+      g.vertices(i * n + j, 0) = x * 50;
+      g.vertices(i * n + j, 1) = y * 50;
+      g.vertices(i * n + j, 2) = 10 * std::exp(-(x * x + y * y));
+    }
+  Index f = 0;
+  for (int i = 0; i + 1 < n; ++i)
+    for (int j = 0; j + 1 < n; ++j) {
+      const int a = i * n + j, b = a + 1, c = a + n, d = c + 1;
+      g.faces(f, 0) = a; g.faces(f, 1) = b; g.faces(f, 2) = d; ++f;
+      g.faces(f, 0) = a; g.faces(f, 1) = d; g.faces(f, 2) = c; ++f;
+    }
+  return g;
+}
+
 /// Generic gradient check (dlib `test_layer` style) in double precision.
 ///
 /// `forward(inputs)` returns the output; `backward(inputs, dout)` returns one gradient per input
