@@ -136,6 +136,16 @@ TEST_CASE("faceformer: ALiBi slopes, biased mask, alignment mask and PPE") {
   CHECK(std::isinf(m(0, 2, 3)));
   CHECK(m(0, 2, 3) < 0);
 
+  // Window 3: frame i sees i − 3 < j ≤ i; the bias is unchanged inside the window.
+  const Tensor<double> w = nn::faceformer_biased_mask<double>(2, 6, 2, 3);
+  for (Index h = 0; h < 2; ++h)
+    for (Index i = 0; i < 6; ++i)
+      for (Index j = 0; j < 6; ++j) {
+        const bool inside = j <= i && i - j < 3;
+        CHECK((inside ? w(h, i, j) == m(h, i, j) : std::isinf(w(h, i, j)) && w(h, i, j) < 0));
+      }
+  CHECK_THROWS_AS(nn::faceformer_biased_mask<double>(2, 6, 2, -1), ArgumentError);
+
   const Tensor<float> a = nn::faceformer_alignment_mask<float>(3, 4);
   for (Index i = 0; i < 3; ++i)
     for (Index j = 0; j < 4; ++j) CHECK((i == j ? a(i, j) == 0.f : std::isinf(a(i, j))));
@@ -344,6 +354,62 @@ TEST_CASE("faceformer: a 2000-frame sequence (longer than FaceFormer's 600-frame
   double diff = 0;
   for (Index k = 0; k < 150; ++k) diff += std::abs(pred(0, 1999, k) - pred(0, 1998, k));
   CHECK(diff > 1e-3);
+}
+
+TEST_CASE("faceformer: attention window — ring KV cache equals the windowed teacher-forcing pass") {
+  // Default window: FaceFormer's 600 frames.
+  CHECK(FaceFormerConfig{}.attention_window == 600);
+  for (const Index W : {Index(0), Index(1), Index(5), Index(12)}) {
+    CAPTURE(W);
+    FaceFormerConfig c = small_config();
+    c.attention_window = W;
+    c.period = 2;  // the bias changes every 2 frames: ages inside the ring matter
+    FaceFormer<double> m(c);
+    randomize(m, 31);
+    Rng rng(32);
+    const Index Tn = 40;
+    const Tensor<double> audio = random_t<double>({1, Tn, 5}, rng);
+    const Tensor<double> style = m.one_hot(1);
+    const Tensor<double> pred = m.predict(audio, style);
+    // Feeding the predictions back in one teacher-forcing pass (windowed mask) gives the same.
+    BFT_CHECK_CLOSE(pred, m.forward(audio, pred, style), 1e-10, 1e-10);
+    if (W > 0) {
+      FaceFormerConfig u = c;
+      u.attention_window = 0;
+      FaceFormer<double> mu(u);
+      randomize(mu, 31);  // the same weights
+      const Tensor<double> unb = mu.predict(audio, style);
+      // Identical while the sequence fits the window, different after.
+      for (Index i = 0; i < std::min(W, Tn) * c.vertex_dim(); ++i)
+        REQUIRE(unb[i] == doctest::Approx(pred[i]).epsilon(1e-12));
+      double diff = 0;
+      for (Index i = W * c.vertex_dim(); i < pred.numel(); ++i) diff += std::abs(unb[i] - pred[i]);
+      CHECK(diff > 1e-6);
+    }
+  }
+}
+
+TEST_CASE("faceformer: with a window, steps never allocate, however long the sequence") {
+  FaceFormerConfig c = small_config();
+  c.attention_window = 16;
+  FaceFormer<float> m(c);
+  randomize(m, 4);
+  auto s = m.stream();
+  s.reserve(1);
+  CHECK(s.capacity() == 16);
+  s.start(Index(0));
+  std::vector<float> a(5, 0.25f), out(static_cast<std::size_t>(c.vertex_dim()));
+  const long before = g_allocations.load();
+  {
+    struct NoEigenMalloc {
+      NoEigenMalloc() { Eigen::internal::set_is_malloc_allowed(false); }
+      ~NoEigenMalloc() { Eigen::internal::set_is_malloc_allowed(true); }
+    } guard;
+    for (Index t = 0; t < 500; ++t) s.step(a.data(), out.data());
+  }
+  CHECK(g_allocations.load() - before == 0);
+  CHECK(s.capacity() == 16);
+  for (float v : out) CHECK(std::isfinite(v));
 }
 
 TEST_CASE("faceformer: config JSON and validation") {

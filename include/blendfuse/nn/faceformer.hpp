@@ -42,11 +42,18 @@
 // frame 0 where its predict() feeds s alone; `map_zero_first_frame = true` reproduces the
 // training code, the default (false) is consistent with inference.
 //
+// Attention window. FaceFormer builds its biased mask for max_seq_len = 600 frames and cannot run
+// longer sequences. Here the self-attention sees the last W = attention_window frames (default
+// 600): identical to FaceFormer for T ≤ 600, and for longer sequences frame i attends to
+// i − W < j ≤ i. Training (forward) and inference (Stream) use the same window; 0 = unbounded.
+//
 // Inference: Stream keeps per-head key/value caches of the self-attention, so frame t costs the
-// projections (O(d·(V·3 + audio_dim) + d·F + d²)) plus one attention row over t cached keys
-// (O(t·d)) — no recomputation of earlier frames as in FaceFormer's predict(). The caches grow
-// geometrically (reserve() preallocates); once warm, step() does not allocate. start(style) /
-// step(audio_t) stream frame by frame; predict(audio, style) runs a whole sequence.
+// projections (O(d·(V·3 + audio_dim) + d·F + d²)) plus one attention row over min(t + 1, W)
+// cached keys — no recomputation of earlier frames as in FaceFormer's predict(), and a cost per
+// frame that stops growing at t = W (bench_models: faceformer/step). With a window the cache is a
+// ring of W frames allocated once; unbounded (W = 0) caches grow geometrically (reserve()
+// preallocates). Once warm, step() does not allocate. start(style) / step(audio_t) stream frame by
+// frame; predict(audio, style) runs a whole sequence.
 //
 // Tensor names are the PyTorch FaceFormer state_dict keys (under an optional prefix):
 //   audio_feature_map.{weight,bias}, vertice_map.{weight,bias}, vertice_map_r.{weight,bias},
@@ -87,6 +94,10 @@ struct FaceFormerConfig {
   Index period = 30;            ///< p of the PPE and the temporal bias
   Index n_subjects = 8;         ///< training speakers (one-hot style code size)
   Index audio_dim = 768;        ///< wav2vec 2.0 hidden size
+  /// Self-attention window W in frames: frame i attends to frames i − W < j ≤ i (0: all earlier
+  /// frames). The default, FaceFormer's 600-frame mask length, reproduces FaceFormer exactly on
+  /// every sequence it can run and bounds the per-frame cost of longer ones (a ring KV cache).
+  Index attention_window = 600;
   double layer_norm_eps = 1e-5;
 
   Index vertex_dim() const { return 3 * vertices; }
@@ -95,10 +106,10 @@ struct FaceFormerConfig {
 
   void validate() const {
     BF_CHECK(vertices > 0 && feature_dim > 0 && num_heads > 0 && dim_feedforward > 0 &&
-                 period > 0 && n_subjects > 0 && audio_dim > 0,
+                 period > 0 && n_subjects > 0 && audio_dim > 0 && attention_window >= 0,
              ArgumentError,
              "FaceFormerConfig: vertices, feature_dim, num_heads, dim_feedforward, period, "
-             "n_subjects and audio_dim must be positive");
+             "n_subjects and audio_dim must be positive, attention_window >= 0");
     BF_CHECK(feature_dim % 2 == 0, ArgumentError, "FaceFormerConfig: feature_dim ", feature_dim,
              " must be even (periodic positional encoding)");
     BF_CHECK(feature_dim % num_heads == 0, ArgumentError, "FaceFormerConfig: feature_dim ",
@@ -112,7 +123,7 @@ struct FaceFormerConfig {
             {"feature_dim", feature_dim},           {"num_heads", num_heads},
             {"dim_feedforward", dim_feedforward},   {"period", period},
             {"n_subjects", n_subjects},             {"audio_dim", audio_dim},
-            {"layer_norm_eps", layer_norm_eps}};
+            {"attention_window", attention_window}, {"layer_norm_eps", layer_norm_eps}};
   }
 
   /// Reads a config object (absent keys keep the defaults; unknown keys are ignored).
@@ -135,6 +146,7 @@ struct FaceFormerConfig {
       get("period", c.period);
       get("n_subjects", c.n_subjects);
       get("audio_dim", c.audio_dim);
+      get("attention_window", c.attention_window);
       if (j.contains("layer_norm_eps")) c.layer_norm_eps = j.at("layer_norm_eps").get<double>();
     } catch (const nlohmann::json::exception& e) {
       throw ArgumentError(where + ": bad config value: " + e.what());
@@ -169,11 +181,11 @@ inline std::vector<double> faceformer_alibi_slopes(Index n) {
 }
 
 /// The biased causal self-attention mask (heads, T, T): −slope_h·floor((i − j)/period) for
-/// j ≤ i, −inf above the diagonal.
+/// i − window < j ≤ i (window 0: every j ≤ i), −inf elsewhere.
 template <class T>
-Tensor<T> faceformer_biased_mask(Index heads, Index frames, Index period) {
-  BF_CHECK(frames >= 0 && period > 0, ArgumentError, "faceformer_biased_mask: bad frames ",
-           frames, " or period ", period);
+Tensor<T> faceformer_biased_mask(Index heads, Index frames, Index period, Index window = 0) {
+  BF_CHECK(frames >= 0 && period > 0 && window >= 0, ArgumentError,
+           "faceformer_biased_mask: bad frames ", frames, ", period ", period, " or window ", window);
   const std::vector<double> slopes = faceformer_alibi_slopes(heads);
   Tensor<T> m({heads, frames, frames});
   const T ninf = -std::numeric_limits<T>::infinity();
@@ -181,8 +193,9 @@ Tensor<T> faceformer_biased_mask(Index heads, Index frames, Index period) {
     for (Index i = 0; i < frames; ++i) {
       T* row = m.data() + (h * frames + i) * frames;
       for (Index j = 0; j < frames; ++j)
-        row[j] = j > i ? ninf
-                       : static_cast<T>(-slopes[static_cast<std::size_t>(h)] *
+        row[j] = j > i || (window > 0 && i - j >= window)
+                     ? ninf
+                     : static_cast<T>(-slopes[static_cast<std::size_t>(h)] *
                                         static_cast<double>((i - j) / period));
     }
   return m;
@@ -353,7 +366,7 @@ class FaceFormer {
         for (Index i = 0; i < d; ++i) x[i] = (t == 0 && !map_zero_first_frame ? T(0) : x[i]) + s[i] + pe[i];
       }
 
-    const Tensor<T> mask = faceformer_biased_mask<T>(cfg_.num_heads, Tn, cfg_.period);
+    const Tensor<T> mask = faceformer_biased_mask<T>(cfg_.num_heads, Tn, cfg_.period, cfg_.attention_window);
     MhaResult<T> sa = ops::multi_head_attention(x0, x0, x0, self_weights(), MhaParams{cfg_.num_heads}, mask);
     Tensor<T> h1 = add(x0, sa.output);
     NormResult<T> r1 = ops::layer_norm(h1, n1_w_.value, n1_b_.value, cfg_.layer_norm_eps);
@@ -500,9 +513,16 @@ class FaceFormer {
     bool started() const noexcept { return started_; }
 
     /// Preallocates the caches for `frames` frames (no allocation in step() up to that length).
+    /// With an attention window W the cache is a ring of W frames, allocated once: reserve()
+    /// allocates it, any sequence length then steps without allocating.
     void reserve(Index frames) {
       require_model("reserve");
-      if (frames > cap_) grow(frames);
+      const Index W = m_->cfg_.attention_window;
+      if (W > 0) {
+        if (cap_ < W) grow(W);
+      } else if (frames > cap_) {
+        grow(frames);
+      }
     }
 
     /// Starts a new sequence with style (n_subjects,) or (1, n_subjects); keeps the caches.
@@ -536,7 +556,15 @@ class FaceFormer {
       using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
       using VMap = Eigen::Map<Vec>;
       using CVMap = Eigen::Map<const Vec>;
-      if (t + 1 > cap_) grow(std::max<Index>({t + 1, 2 * cap_, 16}));
+      const Index W = c.attention_window;
+      if (W > 0) {
+        if (cap_ < W) grow(W);
+      } else if (t + 1 > cap_) {
+        grow(std::max<Index>({t + 1, 2 * cap_, 16}));
+      }
+      // Frame t's key/value go to slot t (unbounded) or t mod W (ring of the last W frames); the
+      // n cached frames are slots 0..n−1, slot s holding frame t − ((t − s) mod W).
+      const Index slot = W > 0 ? t % W : t, n_keys = W > 0 ? std::min(t + 1, W) : t + 1;
 
       // Input embedding.
       VMap e(e_.data(), d);
@@ -553,23 +581,24 @@ class FaceFormer {
       qkv.noalias() = mat(M.sa_in_w_.value) * e;
       qkv += vec(M.sa_in_b_.value);
       for (Index h = 0; h < H; ++h) {
-        std::copy_n(qkv_.data() + d + h * D, D, kc_.data() + (h * cap_ + t) * D);
-        std::copy_n(qkv_.data() + 2 * d + h * D, D, vc_.data() + (h * cap_ + t) * D);
+        std::copy_n(qkv_.data() + d + h * D, D, kc_.data() + (h * cap_ + slot) * D);
+        std::copy_n(qkv_.data() + 2 * d + h * D, D, vc_.data() + (h * cap_ + slot) * D);
       }
       const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(D)));
       for (Index h = 0; h < H; ++h) {
-        const ::blendfuse::detail::dense::ConstMatMap<T> K(kc_.data() + h * cap_ * D, t + 1, D);
-        const ::blendfuse::detail::dense::ConstMatMap<T> Vv(vc_.data() + h * cap_ * D, t + 1, D);
-        VMap s(scores_.data(), t + 1);
+        const ::blendfuse::detail::dense::ConstMatMap<T> K(kc_.data() + h * cap_ * D, n_keys, D);
+        const ::blendfuse::detail::dense::ConstMatMap<T> Vv(vc_.data() + h * cap_ * D, n_keys, D);
+        VMap s(scores_.data(), n_keys);
         s.noalias() = K * CVMap(qkv_.data() + h * D, D);
         const double slope = M.slopes_[static_cast<std::size_t>(h)];
         T mx = -std::numeric_limits<T>::infinity();
-        for (Index j = 0; j <= t; ++j) {
-          s[j] = s[j] * scale + static_cast<T>(-slope * static_cast<double>((t - j) / c.period));
+        for (Index j = 0; j < n_keys; ++j) {
+          const Index age = W > 0 ? (t - j) % W : t - j;  // t − (frame in slot j)
+          s[j] = s[j] * scale + static_cast<T>(-slope * static_cast<double>(age / c.period));
           mx = std::max(mx, s[j]);
         }
         T sum = 0;
-        for (Index j = 0; j <= t; ++j) {
+        for (Index j = 0; j < n_keys; ++j) {
           s[j] = std::exp(s[j] - mx);
           sum += s[j];
         }
@@ -653,9 +682,10 @@ class FaceFormer {
       const FaceFormerConfig& c = m_->cfg_;
       const Index H = c.num_heads, D = c.feature_dim / H;
       std::vector<T> k(static_cast<std::size_t>(H * cap * D)), v(k.size());
+      const Index kept = std::min(t_, cap_);  // a ring (window) is allocated once, before use
       for (Index h = 0; h < H; ++h) {
-        std::copy_n(kc_.data() + h * cap_ * D, t_ * D, k.data() + h * cap * D);
-        std::copy_n(vc_.data() + h * cap_ * D, t_ * D, v.data() + h * cap * D);
+        std::copy_n(kc_.data() + h * cap_ * D, kept * D, k.data() + h * cap * D);
+        std::copy_n(vc_.data() + h * cap_ * D, kept * D, v.data() + h * cap * D);
       }
       kc_ = std::move(k);
       vc_ = std::move(v);
