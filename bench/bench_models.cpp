@@ -5,8 +5,14 @@
 //   fusion/train/b32                    one optimiser step as FusionTrainer takes it: zero grads,
 //                                       train_batch(speech, 16) + train_batch(expression, 16), Adam
 //   wav2vec2/base/1s, wav2vec2/base/10s wav2vec2-base forward (random weights) on 1 s / 10 s of
-//                                       16 kHz audio (the model is reference-only: nn/wav2vec2.hpp
-//                                       is templated on T alone, so it runs as `cpu`)
+//                                       16 kHz audio, Wav2Vec2Model<float, B> per backend
+//   faceformer/step/at:N/window:W       the FaceFormer decoder's streaming step (VOCASET sizes:
+//                                       V = 5023, audio_dim 768, d 64) on 100 frames starting at
+//                                       frame N of a sequence, attention window W (0 = unbounded):
+//                                       per-frame cost over sequence length
+//   audio/stream/Ns                     the small audio model (AudioModelConfig::small, V = 5023)
+//                                       streaming N seconds of audio end to end (encoder windows +
+//                                       decoder): fps must not fall with N
 // Counters: fps (frames/s; audio seconds/s for wav2vec2) and GFLOP/s of the nominal FLOPs
 // (bench/op_cases.hpp: 2·MACs of convs and GEMMs; training = 3× forward).
 #include "bench_common.hpp"
@@ -15,7 +21,9 @@
 #include <type_traits>
 #include <mutex>
 
+#include "blendfuse/nn/audio_model.hpp"
 #include "blendfuse/nn/dfm.hpp"
+#include "blendfuse/nn/faceformer.hpp"
 #include "blendfuse/nn/wav2vec2.hpp"
 #include "blendfuse/train/adam.hpp"
 #ifdef BLENDFUSE_WITH_ONEDNN
@@ -91,21 +99,23 @@ void fusion_train(benchmark::State& st, Index frames) {
   set_rates(st, frames * bfbench::fusion_train_flops_per_frame(), static_cast<double>(frames));
 }
 
-const nn::Wav2Vec2Model<float>& wav2vec2() {
-  static std::unique_ptr<nn::Wav2Vec2Model<float>> m;
+template <class B>
+const nn::Wav2Vec2Model<float, B>& wav2vec2() {
+  static std::unique_ptr<nn::Wav2Vec2Model<float, B>> m;
   static std::once_flag once;
   std::call_once(once, [] {
-    m = std::make_unique<nn::Wav2Vec2Model<float>>(nn::Wav2Vec2Config::base());
+    m = std::make_unique<nn::Wav2Vec2Model<float, B>>(nn::Wav2Vec2Config::base());
     Rng rng(5);
     m->init(rng);
   });
   return *m;
 }
 
+template <class B>
 void wav2vec2_forward(benchmark::State& st, Index seconds) {
-  const auto& m = wav2vec2();
+  const auto& m = wav2vec2<B>();
   const Index L = 16000 * seconds;
-  Tensor<float> audio({1, L});
+  Tensor<float, B> audio({1, L});
   Rng rng(6);
   fill_normal(audio, rng, 0.1);
   std::int64_t frames = 0;
@@ -113,6 +123,59 @@ void wav2vec2_forward(benchmark::State& st, Index seconds) {
   benchmark::DoNotOptimize(m.forward(audio).hidden.data());
   for (auto _ : st) benchmark::DoNotOptimize(m.forward(audio).hidden.data());
   set_rates(st, flops, static_cast<double>(seconds));
+  st.counters["frames"] = static_cast<double>(frames);
+}
+
+// ---- decoder step cost over sequence length -----------------------------------------------------
+
+void faceformer_step(benchmark::State& st, Index at, Index window) {
+  nn::FaceFormerConfig c;  // VOCASET FaceFormer: V = 5023, d = 64, 4 heads, FFN 128, audio 768
+  c.attention_window = window;
+  nn::FaceFormer<float> m(c);
+  Rng rng(7);
+  for (auto* p : m.parameters()) fill_normal(p->value, rng, 0.02);
+  const Index block = 100;
+  Tensor<float> audio({block, c.audio_dim});
+  fill_normal(audio, rng, 1.0);
+  std::vector<float> out(static_cast<std::size_t>(c.vertex_dim()));
+  auto base = m.stream();
+  base.reserve(at + block);
+  base.start(Index(0));
+  for (Index t = 0; t < at; ++t) base.step(audio.data() + (t % block) * c.audio_dim, out.data());
+  for (auto _ : st) {
+    st.PauseTiming();
+    auto s = base;  // the same state at frame `at` for every iteration
+    st.ResumeTiming();
+    for (Index t = 0; t < block; ++t) s.step(audio.data() + t * c.audio_dim, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.counters["fps"] = benchmark::Counter(static_cast<double>(block), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["us_per_frame"] = benchmark::Counter(static_cast<double>(block) / 1e6, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
+const nn::AudioModel<float>& small_audio_model() {
+  static std::unique_ptr<nn::AudioModel<float>> m;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    auto cfg = nn::AudioModelConfig::small(5023, {"A", "B"});
+    m = std::make_unique<nn::AudioModel<float>>(cfg);
+    m->init();
+  });
+  return *m;
+}
+
+void audio_stream(benchmark::State& st, Index seconds) {
+  const auto& m = small_audio_model();
+  std::vector<float> audio(static_cast<std::size_t>(16000 * seconds));
+  Rng rng(8);
+  for (auto& x : audio) x = static_cast<float>(0.1 * rng.normal());
+  Index frames = 0;
+  for (auto _ : st) {
+    const Tensor<float> y = m.predict_streaming(audio, 0);
+    frames = y.dim(0);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["fps"] = benchmark::Counter(static_cast<double>(frames), benchmark::Counter::kIsIterationInvariantRate);
   st.counters["frames"] = static_cast<double>(frames);
 }
 
@@ -133,6 +196,10 @@ void register_backend() {
     b32->MinTime(2.0);
     tr->MinTime(2.0);
   }
+  benchmark::RegisterBenchmark(("wav2vec2/base/1s/" + bn).c_str(), [](benchmark::State& st) { wav2vec2_forward<B>(st, 1); })
+      ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+  benchmark::RegisterBenchmark(("wav2vec2/base/10s/" + bn).c_str(), [](benchmark::State& st) { wav2vec2_forward<B>(st, 10); })
+      ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(std::is_same_v<B, Cpu> ? 1 : 3);
 }
 
 void register_all() {
@@ -140,10 +207,15 @@ void register_all() {
 #ifdef BLENDFUSE_WITH_ONEDNN
   register_backend<OneDnn>();
 #endif
-  benchmark::RegisterBenchmark("wav2vec2/base/1s/cpu", [](benchmark::State& st) { wav2vec2_forward(st, 1); })
-      ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
-  benchmark::RegisterBenchmark("wav2vec2/base/10s/cpu", [](benchmark::State& st) { wav2vec2_forward(st, 10); })
-      ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(1);
+  for (const Index w : {Index(600), Index(0)})
+    for (const Index at : {Index(0), Index(600), Index(3000), Index(18000)})
+      benchmark::RegisterBenchmark(("faceformer/step/at:" + std::to_string(at) + "/window:" + std::to_string(w)).c_str(),
+                                   [at, w](benchmark::State& st) { faceformer_step(st, at, w); })
+          ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
+  for (const Index sec : {Index(10), Index(60)})
+    benchmark::RegisterBenchmark(("audio/stream/" + std::to_string(sec) + "s").c_str(),
+                                 [sec](benchmark::State& st) { audio_stream(st, sec); })
+        ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
 }
 
 }  // namespace

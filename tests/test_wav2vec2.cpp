@@ -179,8 +179,9 @@ TEST_CASE_TEMPLATE("Wav2Vec2Model matches torchaudio: features, hidden state, gr
   // double ~5e-8, float ~5e-7 relative to the largest value.
   BFT_CHECK_CLOSE(out.features, feat_ref, dbl ? 1e-6 : 1e-5, dbl ? 2e-7 : 2e-6);
   BFT_CHECK_CLOSE(out.hidden, hid_ref, dbl ? 1e-6 : 1e-5, dbl ? 1e-6 : 1e-5);
-  // Inference (no context) gives the same result.
-  CHECK(max_abs_diff(m.forward(audio).hidden, out.hidden) == 0.0);
+  // Inference (no context) gives the same result (up to the vectorised softmax exp, whose
+  // peeling depends on the row buffer's alignment).
+  CHECK(max_abs_diff(m.forward(audio).hidden, out.hidden) <= (dbl ? 1e-13 : 1e-5));
 
   nn::zero_grads(m.parameters());
   const auto g = m.backward(ctx, projection_R<T>(out.hidden.shape()));

@@ -121,6 +121,19 @@ class Tensor {
     return t;
   }
 
+  /// The same tensor — memory, shape, strides and shared ownership (none for a view) — under
+  /// another host-memory backend's tag. No copy.
+  template <class To>
+  Tensor<T, To> rebind() const {
+    static_assert(To::host_memory && Backend::host_memory, "Tensor::rebind: host-memory backends only");
+    Tensor<T, To> t;
+    t.storage_ = storage_;
+    t.data_ = data_;
+    t.shape_ = shape_;
+    t.strides_ = strides_;
+    return t;
+  }
+
   // ---- shape queries --------------------------------------------------------------------------
   const Shape& shape() const noexcept { return shape_; }
   const Shape& strides() const noexcept { return strides_; }
@@ -310,6 +323,9 @@ class Tensor {
     BF_CHECK(is_contiguous(), ShapeError, "Tensor::", what, ": tensor of shape ", shape_str(shape_),
              " is not contiguous (call contiguous() first)");
   }
+
+  template <class, class>
+  friend class Tensor;
 
   std::shared_ptr<T> storage_;
   T* data_ = nullptr;

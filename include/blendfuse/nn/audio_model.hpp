@@ -155,11 +155,16 @@ struct AudioModelConfig {
   }
 };
 
-template <class T>
+/// T: element type. EncBackend: the backend the wav2vec 2.0 encoder runs on (Cpu = reference,
+/// OneDnn); the decoder's step is Eigen code on the host either way, and every tensor this class
+/// takes or returns is a host Tensor<T>.
+template <class T, class EncBackend = Cpu>
 class AudioModel {
  public:
+  using Encoder = Wav2Vec2Model<T, EncBackend>;
+
   struct Context {
-    typename Wav2Vec2Model<T>::Context enc;
+    typename Encoder::Context enc;
     typename FaceFormer<T>::Context dec;
   };
 
@@ -177,8 +182,8 @@ class AudioModel {
   }
 
   const AudioModelConfig& config() const noexcept { return cfg_; }
-  Wav2Vec2Model<T>& encoder() noexcept { return enc_; }
-  const Wav2Vec2Model<T>& encoder() const noexcept { return enc_; }
+  Encoder& encoder() noexcept { return enc_; }
+  const Encoder& encoder() const noexcept { return enc_; }
   FaceFormer<T>& decoder() noexcept { return dec_; }
   const FaceFormer<T>& decoder() const noexcept { return dec_; }
   Index vertices() const noexcept { return cfg_.decoder.vertices; }
@@ -217,26 +222,26 @@ class AudioModel {
   /// Frozen conv features of audio (1, L), resampled to `frames` frames: (1, frames, C).
   Tensor<T> frame_features(const Tensor<T>& audio, Index frames) const {
     check_audio(audio);
-    const Tensor<T> f = enc_.extract_features(audio);
+    const Tensor<T> f = host(enc_.extract_features(dev(audio)));
     return ops::interp_linear_ntc(f, frames);
   }
 
   /// Teacher-forcing forward from precomputed frame features (1, T, C): `inputs` (1, T, V·3) are
   /// the deformations fed back (ground truth, or a scheduled-sampling mix); returns (1, T, V·3).
   Tensor<T> forward(const Tensor<T>& features, const Tensor<T>& inputs, Index subject, Context* ctx) const {
-    const Tensor<T> hidden = enc_.encode(features, ctx ? &ctx->enc : nullptr);
+    const Tensor<T> hidden = host(enc_.encode(dev(features), ctx ? &ctx->enc : nullptr));
     return dec_.forward(hidden, inputs, dec_.one_hot(subject), ctx ? &ctx->dec : nullptr);
   }
 
   /// Accumulates parameter gradients for dout (1, T, V·3).
   void backward(const Context& ctx, const Tensor<T>& dout) {
     auto g = dec_.backward(ctx.dec, dout);
-    enc_.backward(ctx.enc, g.daudio);
+    enc_.backward(ctx.enc, dev(g.daudio));
   }
 
   /// Autoregressive prediction from frame features (1, T, C) → (1, T, V·3).
   Tensor<T> predict_features(const Tensor<T>& features, Index subject) const {
-    const Tensor<T> hidden = enc_.encode(features);
+    const Tensor<T> hidden = host(enc_.encode(dev(features)));
     return dec_.predict(hidden, dec_.one_hot(subject));
   }
 
@@ -362,7 +367,7 @@ class AudioModel {
           const Index k = s - offset_;
           win[s - s0] = (k >= 0 && k < static_cast<Index>(audio_.size())) ? static_cast<T>(audio_[static_cast<std::size_t>(k)]) : T(0);
         }
-        const Tensor<T> f = m_->enc_.extract_features(win);  // (1, j_end − j0, C)
+        const Tensor<T> f = host(m_->enc_.extract_features(dev(win)));  // (1, j_end − j0, C)
         const Index J = f.dim(1);
         for (Index g = 0; g < G; ++g) {
           const double p = std::clamp(ratio_ * static_cast<double>(g0 + g) - static_cast<double>(j0), 0.0,
@@ -376,7 +381,7 @@ class AudioModel {
           for (Index k = 0; k < C; ++k) o[k] = w0 * a[k] + w1 * b[k];
         }
       }
-      const Tensor<T> hidden = m_->enc_.encode(feats);  // (1, G, E)
+      const Tensor<T> hidden = host(m_->enc_.encode(dev(feats)));  // (1, G, E)
       const Index E = c.w2v.hidden_size;
       const std::size_t n = frame_.size();
       for (Index f = f0; f < f1; ++f) {
@@ -463,6 +468,9 @@ class AudioModel {
   static AudioModel load(const std::string& path) { return from_safetensors(io::SafeTensorsFile::load(path)); }
 
  private:
+  static Tensor<T, EncBackend> dev(const Tensor<T>& t) { return detail::host_view<EncBackend>(t); }
+  static Tensor<T> host(const Tensor<T, EncBackend>& t) { return detail::host_view<Cpu>(t); }
+
   void check_audio(const Tensor<T>& audio) const {
     BF_CHECK(audio.ndim() == 2 && audio.dim(0) == 1, ShapeError, "AudioModel: audio must be (1, L), got ",
              audio.shape_string());
@@ -471,7 +479,7 @@ class AudioModel {
   }
 
   AudioModelConfig cfg_;
-  Wav2Vec2Model<T> enc_;
+  Encoder enc_;
   FaceFormer<T> dec_;
   std::map<std::string, Tensor<float>> templates_;
 };

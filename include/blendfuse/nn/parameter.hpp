@@ -14,16 +14,15 @@
 namespace blendfuse::nn {
 
 namespace detail {
-/// Non-owning view of a host tensor under another host backend's tag (same memory and layout;
-/// the source must outlive the view). Identity when the backends agree.
+/// A host tensor under another host backend's tag: same memory and layout, sharing ownership
+/// (Tensor::rebind), so a view of a temporary stays valid. Identity when the backends agree.
 template <class To, class T, class From>
 Tensor<T, To> host_view(const Tensor<T, From>& t) {
   static_assert(To::host_memory && From::host_memory, "host_view: host-memory backends only");
   if constexpr (std::is_same_v<To, From>) {
     return t;
   } else {
-    if (t.data() == nullptr) return {};
-    return Tensor<T, To>::view(const_cast<T*>(t.data()), t.shape(), t.strides());
+    return t.template rebind<To>();
   }
 }
 }  // namespace detail

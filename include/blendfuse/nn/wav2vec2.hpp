@@ -53,6 +53,7 @@
 #include <cmath>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -226,39 +227,41 @@ inline std::string wav2vec2_hf_name(const std::string& ta) {
 /// Naming scheme of a checkpoint.
 enum class Wav2Vec2Names { Auto, HuggingFace, Torchaudio };
 
-template <class T>
+template <class T, class Backend = Cpu>
 class Wav2Vec2Model {
  public:
+  using TensorB = Tensor<T, Backend>;
+
   /// What one transformer layer saves for backward.
   struct LayerContext {
-    Tensor<T> x;              // layer input (B, T, E)
-    Tensor<T> q, k, v;        // projections (B, T, E)
-    Tensor<T> probs;          // (B, H, T, T)
-    Tensor<T> attn;           // merged heads, input of out_proj (B, T, E)
-    Tensor<T> h1, mean1, rstd1;  // x + attention (input of layer_norm) and its statistics
-    Tensor<T> n1;             // layer_norm output (B, T, E)
-    Tensor<T> f1, g;          // intermediate_dense output (B, T, F) and its GELU
-    Tensor<T> h2, mean2, rstd2;  // n1 + feed-forward (input of final_layer_norm)
+    TensorB x;              // layer input (B, T, E)
+    TensorB q, k, v;        // projections (B, T, E)
+    TensorB probs;          // (B, H, T, T)
+    TensorB attn;           // merged heads, input of out_proj (B, T, E)
+    TensorB h1, mean1, rstd1;  // x + attention (input of layer_norm) and its statistics
+    TensorB n1;             // layer_norm output (B, T, E)
+    TensorB f1, g;          // intermediate_dense output (B, T, F) and its GELU
+    TensorB h2, mean2, rstd2;  // n1 + feed-forward (input of final_layer_norm)
   };
 
   /// What encode() saves for backward (the frozen feature extractor saves nothing).
   struct Context {
-    Tensor<T> features, fp_mean, fp_rstd, fp_norm;  // projection LayerNorm input / stats / output
-    Tensor<T> pos_in;      // projected, transposed (B, E, T): positional conv input
-    Tensor<T> pos_weight;  // effective (weight-normalised) conv weight (E, E/G, K)
-    Tensor<T> pos_pre;     // conv output without the dropped frame (B, E, T), before GELU
-    Tensor<T> enc_in, enc_mean, enc_rstd;  // projected + positional (input of encoder.layer_norm)
+    TensorB features, fp_mean, fp_rstd, fp_norm;  // projection LayerNorm input / stats / output
+    TensorB pos_in;      // projected, transposed (B, E, T): positional conv input
+    TensorB pos_weight;  // effective (weight-normalised) conv weight (E, E/G, K)
+    TensorB pos_pre;     // conv output without the dropped frame (B, E, T), before GELU
+    TensorB enc_in, enc_mean, enc_rstd;  // projected + positional (input of encoder.layer_norm)
     std::vector<LayerContext> layers;
   };
 
   struct Output {
-    Tensor<T> hidden;    // (B, T, E) last hidden state
-    Tensor<T> features;  // (B, T, C) conv feature extractor output
+    TensorB hidden;    // (B, T, E) last hidden state
+    TensorB features;  // (B, T, C) conv feature extractor output
   };
 
   struct Grads {
-    Tensor<T> dprojected;  // dL/d(feature projection output) (B, T, E)
-    Tensor<T> dfeatures;   // dL/d(encode input features) (B, T, C)
+    TensorB dprojected;  // dL/d(feature projection output) (B, T, E)
+    TensorB dfeatures;   // dL/d(encode input features) (B, T, C)
   };
 
   Wav2Vec2Model() = default;
@@ -391,11 +394,11 @@ class Wav2Vec2Model {
   // ---- forward ---------------------------------------------------------------------------------
 
   /// Per-utterance zero-mean / unit-variance normalisation of audio (B, L) (statistics in double).
-  Tensor<T> normalize(const Tensor<T>& audio) const {
+  TensorB normalize(const TensorB& audio) const {
     check_ndim(audio, 2, "Wav2Vec2Model::normalize: audio (B, L)");
-    const Tensor<T> a = audio.contiguous();
+    const TensorB a = audio.contiguous();
     const Index B = a.dim(0), L = a.dim(1);
-    Tensor<T> out(a.shape());
+    TensorB out(a.shape());
     for (Index b = 0; b < B; ++b) {
       const T* x = a.data() + b * L;
       T* y = out.data() + b * L;
@@ -415,17 +418,17 @@ class Wav2Vec2Model {
 
   /// Conv feature extractor: audio (B, L) 16 kHz (normalised first when config().do_normalize)
   /// → features (B, T, C), T = config().num_frames(L). Frozen: no context, no backward.
-  Tensor<T> extract_features(const Tensor<T>& audio) const {
+  TensorB extract_features(const TensorB& audio) const {
     check_ndim(audio, 2, "Wav2Vec2Model: audio (B, L)");
     const Index B = audio.dim(0), L = audio.dim(1);
     BF_CHECK(cfg_.num_frames(L) >= 1, ShapeError, "Wav2Vec2Model: audio of shape ", audio.shape_string(),
              " is too short: the feature extractor needs at least ", cfg_.min_samples(), " samples");
-    Tensor<T> x = (cfg_.do_normalize ? normalize(audio) : audio.contiguous()).reshape({B, 1, L});
+    TensorB x = (cfg_.do_normalize ? normalize(audio) : audio.contiguous()).reshape({B, 1, L});
     for (std::size_t i = 0; i < conv_w_.size(); ++i) {
       ops::Conv1dParams p;
       p.stride = cfg_.conv_stride[i];
-      Tensor<T> c = ops::conv1d(x, conv_w_[i].value, nullptr, p);
-      if (i == 0) c = ops::group_norm(c, c.dim(1), gn_w_.value, gn_b_.value, cfg_.group_norm_eps).y;
+      TensorB c = ops::conv1d(x, pv(conv_w_[i]), nullptr, p);
+      if (i == 0) c = ops::group_norm(c, c.dim(1), pv(gn_w_), pv(gn_b_), cfg_.group_norm_eps).y;
       gelu_inplace(c);
       x = std::move(c);
     }
@@ -434,21 +437,22 @@ class Wav2Vec2Model {
 
   /// Feature projection, positional convolution, encoder LayerNorm and the transformer layers:
   /// features (B, T, C) → last hidden state (B, T, E). With `ctx` saves what backward() needs.
-  Tensor<T> encode(const Tensor<T>& features, Context* ctx = nullptr) const {
+  TensorB encode(const TensorB& features, Context* ctx = nullptr) const {
     const Index C = cfg_.conv_channels(), E = cfg_.hidden_size;
     check_shape(features, {-1, -1, C}, "Wav2Vec2Model::encode: features (B, T, C)");
     const Index B = features.dim(0), Tn = features.dim(1);
     BF_CHECK(Tn >= 1, ShapeError, "Wav2Vec2Model::encode: features ", features.shape_string(), " have no frames");
     if (ctx) *ctx = Context{};
-    auto fn = ops::layer_norm(features, fp_ln_w_.value, fp_ln_b_.value, cfg_.layer_norm_eps);
-    Tensor<T> projected = ops::linear(fn.y, fp_w_.value, fp_b_.value);
+    auto fn = ops::layer_norm(features, pv(fp_ln_w_), pv(fp_ln_b_), cfg_.layer_norm_eps);
+    TensorB projected = ops::linear(fn.y, pv(fp_w_), pv(fp_b_));
 
-    Tensor<T> w = positional_conv_weight();
-    Tensor<T> pin = projected.transpose(1, 2).clone();  // (B, E, T)
-    Tensor<T> cfull = ops::conv1d(pin, w, &pos_b_.value, pos_params());
-    Tensor<T> pre = cfull.slice(2, 0, Tn);  // SamePad: drop the extra frame of an even kernel
-    Tensor<T> pg = ops::gelu(pre);          // (B, E, T) contiguous
-    Tensor<T> h(projected.shape());
+    TensorB w = positional_conv_weight();
+    TensorB pin = projected.transpose(1, 2).clone();  // (B, E, T)
+    const TensorB pos_b = pv(pos_b_);
+    TensorB cfull = ops::conv1d(pin, w, &pos_b, pos_params());
+    TensorB pre = cfull.slice(2, 0, Tn);  // SamePad: drop the extra frame of an even kernel
+    TensorB pg = ops::gelu(pre);          // (B, E, T) contiguous
+    TensorB h(projected.shape());
     for (Index b = 0; b < B; ++b)
       for (Index e = 0; e < E; ++e) {
         const T* src = pg.data() + (b * E + e) * Tn;
@@ -456,7 +460,7 @@ class Wav2Vec2Model {
         T* hp = h.data() + b * Tn * E + e;
         for (Index t = 0; t < Tn; ++t) hp[t * E] = pp[t * E] + src[t];
       }
-    auto en = ops::layer_norm(h, enc_ln_w_.value, enc_ln_b_.value, cfg_.layer_norm_eps);
+    auto en = ops::layer_norm(h, pv(enc_ln_w_), pv(enc_ln_b_), cfg_.layer_norm_eps);
     if (ctx) {
       ctx->features = features;
       ctx->fp_mean = std::move(fn.mean);
@@ -470,14 +474,14 @@ class Wav2Vec2Model {
       ctx->enc_rstd = std::move(en.rstd);
       ctx->layers.resize(layers_.size());
     }
-    Tensor<T> x = std::move(en.y);
+    TensorB x = std::move(en.y);
     for (std::size_t n = 0; n < layers_.size(); ++n)
       x = layer_forward(layers_[n], x, ctx ? &ctx->layers[n] : nullptr);
     return x;
   }
 
   /// audio (B, L) → {hidden (B, T, E), features (B, T, C)}.
-  Output forward(const Tensor<T>& audio, Context* ctx = nullptr) const {
+  Output forward(const TensorB& audio, Context* ctx = nullptr) const {
     Output o;
     o.features = extract_features(audio);
     o.hidden = encode(o.features, ctx);
@@ -485,14 +489,14 @@ class Wav2Vec2Model {
   }
 
   /// Effective positional conv weight w = g · v / ‖v‖ (norm over dims 0 and 1, per kernel tap).
-  Tensor<T> positional_conv_weight() const {
+  TensorB positional_conv_weight() const {
     const Tensor<T>& v = pos_v_.value;
     const Index O = v.dim(0), I = v.dim(1), K = v.dim(2);
     const std::vector<double> nv = tap_norms(v);
     std::vector<T> scale(static_cast<std::size_t>(K));
     for (Index k = 0; k < K; ++k)
       scale[static_cast<std::size_t>(k)] = static_cast<T>(static_cast<double>(pos_g_.value[k]) / nv[static_cast<std::size_t>(k)]);
-    Tensor<T> w(v.shape());
+    TensorB w(v.shape());
     for (Index r = 0; r < O * I; ++r)
       for (Index k = 0; k < K; ++k) w[r * K + k] = v[r * K + k] * scale[static_cast<std::size_t>(k)];
     return w;
@@ -502,36 +506,36 @@ class Wav2Vec2Model {
 
   /// Accumulates the gradients of every trainable parameter for dhidden = dL/dhidden (B, T, E)
   /// and returns dL/dprojected and dL/dfeatures.
-  Grads backward(const Context& ctx, const Tensor<T>& dhidden) {
+  Grads backward(const Context& ctx, const TensorB& dhidden) {
     BF_CHECK(ctx.layers.size() == layers_.size() && !ctx.enc_in.empty(), ArgumentError,
              "Wav2Vec2Model::backward: context was not filled by encode()/forward() of this model");
     BF_CHECK(dhidden.shape() == ctx.enc_in.shape(), ShapeError, "Wav2Vec2Model::backward: dhidden ",
              dhidden.shape_string(), " does not match the hidden state ", ctx.enc_in.shape_string());
     const Index B = dhidden.dim(0), Tn = dhidden.dim(1), E = cfg_.hidden_size;
-    Tensor<T> d = dhidden.contiguous();
+    TensorB d = dhidden.contiguous();
     for (std::size_t n = layers_.size(); n-- > 0;) d = layer_backward(layers_[n], ctx.layers[n], d);
 
-    auto ge = ops::layer_norm_backward(ctx.enc_in, enc_ln_w_.value, ctx.enc_mean, ctx.enc_rstd, d);
-    enc_ln_w_.accumulate(ge.dgamma);
-    enc_ln_b_.accumulate(ge.dbeta);
+    auto ge = ops::layer_norm_backward(ctx.enc_in, pv(enc_ln_w_), ctx.enc_mean, ctx.enc_rstd, d);
+    enc_ln_w_.accumulate(hv(ge.dgamma));
+    enc_ln_b_.accumulate(hv(ge.dbeta));
     // enc_in = projected + GELU(conv(projectedᵀ))ᵀ
-    Tensor<T> dg(Shape{B, E, Tn});
+    TensorB dg(Shape{B, E, Tn});
     for (Index b = 0; b < B; ++b)
       for (Index e = 0; e < E; ++e) {
         const T* src = ge.dx.data() + b * Tn * E + e;
         T* dst = dg.data() + (b * E + e) * Tn;
         for (Index t = 0; t < Tn; ++t) dst[t] = src[t * E];
       }
-    Tensor<T> dpre = ops::gelu_backward(ctx.pos_pre, dg);
+    TensorB dpre = ops::gelu_backward(ctx.pos_pre, dg);
     const ops::Conv1dParams pp = pos_params();
     const Index Tc = ops::conv_output_size(Tn, cfg_.num_conv_pos_embeddings, 1, pp.padding, 1);
-    Tensor<T> dconv = dpre;
+    TensorB dconv = dpre;
     if (Tc != Tn) {
-      dconv = Tensor<T>(Shape{B, E, Tc});
+      dconv = TensorB(Shape{B, E, Tc});
       dconv.slice(2, 0, Tn).assign(dpre);
     }
     auto gc = ops::conv1d_backward(ctx.pos_in, ctx.pos_weight, dconv, pp, true);
-    pos_b_.accumulate(gc.db);
+    pos_b_.accumulate(hv(gc.db));
     weight_norm_backward(gc.dw);
     Grads out;
     out.dprojected = std::move(ge.dx);
@@ -541,12 +545,12 @@ class Wav2Vec2Model {
         T* dst = out.dprojected.data() + b * Tn * E + e;
         for (Index t = 0; t < Tn; ++t) dst[t * E] += src[t];
       }
-    auto gp = ops::linear_backward(ctx.fp_norm, fp_w_.value, out.dprojected);
-    fp_w_.accumulate(gp.dw);
-    fp_b_.accumulate(gp.db);
-    auto gl = ops::layer_norm_backward(ctx.features, fp_ln_w_.value, ctx.fp_mean, ctx.fp_rstd, gp.dx);
-    fp_ln_w_.accumulate(gl.dgamma);
-    fp_ln_b_.accumulate(gl.dbeta);
+    auto gp = ops::linear_backward(ctx.fp_norm, pv(fp_w_), out.dprojected);
+    fp_w_.accumulate(hv(gp.dw));
+    fp_b_.accumulate(hv(gp.db));
+    auto gl = ops::layer_norm_backward(ctx.features, pv(fp_ln_w_), ctx.fp_mean, ctx.fp_rstd, gp.dx);
+    fp_ln_w_.accumulate(hv(gl.dgamma));
+    fp_ln_b_.accumulate(hv(gl.dbeta));
     out.dfeatures = std::move(gl.dx);
     return out;
   }
@@ -555,7 +559,8 @@ class Wav2Vec2Model {
 
   /// Loads every parameter from `f`. `names`: Auto detects the scheme and prefix; HuggingFace /
   /// Torchaudio force the scheme. `file_prefix` (default: detected — "wav2vec2." or "" for
-  /// Hugging Face files, this model's prefix when present, "" for torchaudio) is prepended to
+  /// Hugging Face files, "audio_encoder." in FaceFormer / blendfuse audio-model files, this
+  /// model's prefix when present, "" for torchaudio) is prepended to
   /// every name looked up. Missing tensors, shape mismatches and non-finite values throw IoError
   /// naming the file and the tensor. Extra tensors (CTC head, quantizer, ...) are ignored.
   void load(const io::SafeTensorsFile& f, Wav2Vec2Names names = Wav2Vec2Names::Auto,
@@ -570,7 +575,7 @@ class Wav2Vec2Model {
         return std::nullopt;
       };
       std::optional<std::string> hf, ta;
-      if (names != Wav2Vec2Names::Torchaudio) hf = find(probe_hf, {prefix_, std::string("wav2vec2."), std::string()});
+      if (names != Wav2Vec2Names::Torchaudio) hf = find(probe_hf, {prefix_, std::string("wav2vec2."), std::string(), std::string("audio_encoder.")});
       if (names != Wav2Vec2Names::HuggingFace) ta = find(probe_ta, {std::string(), prefix_});
       if (hf) {
         names = Wav2Vec2Names::HuggingFace;
@@ -639,6 +644,9 @@ class Wav2Vec2Model {
   }
 
  private:
+  static TensorB pv(const Parameter<T>& p) { return detail::host_view<Backend>(p.value); }
+  static Tensor<T> hv(const TensorB& t) { return detail::host_view<Cpu>(t); }
+
   struct Layer {
     Parameter<T> q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, ln1_w, ln1_b, ff1_w, ff1_b, ff2_w, ff2_b, ln2_w, ln2_b;
   };
@@ -672,7 +680,7 @@ class Wav2Vec2Model {
 
   /// dw → dg, dv for w = g · v / ‖v‖ (per tap k, s = Σ dw·v over dims 0, 1):
   ///   dg = s / ‖v‖,   dv = (g / ‖v‖) dw − (g s / ‖v‖³) v.
-  void weight_norm_backward(const Tensor<T>& dw) {
+  void weight_norm_backward(const TensorB& dw) {
     const Tensor<T>& v = pos_v_.value;
     const Index R = v.dim(0) * v.dim(1), K = v.dim(2);
     const std::vector<double> nv = tap_norms(v);
@@ -698,14 +706,18 @@ class Wav2Vec2Model {
     pos_v_.accumulate(dv);
   }
 
-  static void gelu_inplace(Tensor<T>& x) {
+  static void gelu_inplace(TensorB& x) {
+    if constexpr (!std::is_same_v<Backend, Cpu>) {
+      x = ops::gelu(x);
+      return;
+    }
     T* p = x.data();
     const Index n = x.numel();
     for (Index i = 0; i < n; ++i) p[i] = GeluOp<Cpu>::value(p[i], GeluApprox::None);
   }
 
-  static void add_inplace(Tensor<T>& y, const Tensor<T>& x) {
-    const Tensor<T> xc = x.contiguous();
+  static void add_inplace(TensorB& y, const TensorB& x) {
+    const TensorB xc = x.contiguous();
     const Index n = y.numel();
     T* yp = y.data();
     const T* xp = xc.data();
@@ -713,26 +725,26 @@ class Wav2Vec2Model {
   }
 
   /// (B, T, E) → (B, H, T, D) view (no copy; unit last stride as sdpa needs).
-  Tensor<T> heads(const Tensor<T>& t) const {
+  TensorB heads(const TensorB& t) const {
     const Index H = cfg_.num_attention_heads;
     return t.reshape({t.dim(0), t.dim(1), H, t.dim(2) / H}).transpose(1, 2);
   }
 
-  Tensor<T> layer_forward(const Layer& l, const Tensor<T>& x, LayerContext* c) const {
-    Tensor<T> q = ops::linear(x, l.q_w.value, l.q_b.value);
-    Tensor<T> k = ops::linear(x, l.k_w.value, l.k_b.value);
-    Tensor<T> v = ops::linear(x, l.v_w.value, l.v_b.value);
-    SdpaResult<T> sd = AttentionOp<Cpu>::template sdpa_forward<T>(heads(q), heads(k), heads(v), Tensor<T>(),
+  TensorB layer_forward(const Layer& l, const TensorB& x, LayerContext* c) const {
+    TensorB q = ops::linear(x, pv(l.q_w), pv(l.q_b));
+    TensorB k = ops::linear(x, pv(l.k_w), pv(l.k_b));
+    TensorB v = ops::linear(x, pv(l.v_w), pv(l.v_b));
+    SdpaResult<T, Backend> sd = AttentionOp<Backend>::template sdpa_forward<T>(heads(q), heads(k), heads(v), TensorB(),
                                                                    SdpaParams{}, c != nullptr);
-    Tensor<T> attn = ops::merge_heads(sd.out);
-    Tensor<T> h1 = ops::linear(attn, l.o_w.value, l.o_b.value);
+    TensorB attn = ops::merge_heads(sd.out);
+    TensorB h1 = ops::linear(attn, pv(l.o_w), pv(l.o_b));
     add_inplace(h1, x);
-    auto n1 = ops::layer_norm(h1, l.ln1_w.value, l.ln1_b.value, cfg_.layer_norm_eps);
-    Tensor<T> f1 = ops::linear(n1.y, l.ff1_w.value, l.ff1_b.value);
-    Tensor<T> g = ops::gelu(f1);
-    Tensor<T> h2 = ops::linear(g, l.ff2_w.value, l.ff2_b.value);
+    auto n1 = ops::layer_norm(h1, pv(l.ln1_w), pv(l.ln1_b), cfg_.layer_norm_eps);
+    TensorB f1 = ops::linear(n1.y, pv(l.ff1_w), pv(l.ff1_b));
+    TensorB g = ops::gelu(f1);
+    TensorB h2 = ops::linear(g, pv(l.ff2_w), pv(l.ff2_b));
     add_inplace(h2, n1.y);
-    auto n2 = ops::layer_norm(h2, l.ln2_w.value, l.ln2_b.value, cfg_.layer_norm_eps);
+    auto n2 = ops::layer_norm(h2, pv(l.ln2_w), pv(l.ln2_b), cfg_.layer_norm_eps);
     if (c) {
       c->x = x;
       c->q = std::move(q);
@@ -753,34 +765,34 @@ class Wav2Vec2Model {
     return std::move(n2.y);
   }
 
-  Tensor<T> layer_backward(Layer& l, const LayerContext& c, const Tensor<T>& dout) {
-    auto g2 = ops::layer_norm_backward(c.h2, l.ln2_w.value, c.mean2, c.rstd2, dout);
-    l.ln2_w.accumulate(g2.dgamma);
-    l.ln2_b.accumulate(g2.dbeta);
-    auto gf2 = ops::linear_backward(c.g, l.ff2_w.value, g2.dx);
-    l.ff2_w.accumulate(gf2.dw);
-    l.ff2_b.accumulate(gf2.db);
-    Tensor<T> df1 = ops::gelu_backward(c.f1, gf2.dx);
-    auto gf1 = ops::linear_backward(c.n1, l.ff1_w.value, df1);
-    l.ff1_w.accumulate(gf1.dw);
-    l.ff1_b.accumulate(gf1.db);
-    Tensor<T> dn1 = std::move(g2.dx);  // residual h2 = n1 + ff(n1)
+  TensorB layer_backward(Layer& l, const LayerContext& c, const TensorB& dout) {
+    auto g2 = ops::layer_norm_backward(c.h2, pv(l.ln2_w), c.mean2, c.rstd2, dout);
+    l.ln2_w.accumulate(hv(g2.dgamma));
+    l.ln2_b.accumulate(hv(g2.dbeta));
+    auto gf2 = ops::linear_backward(c.g, pv(l.ff2_w), g2.dx);
+    l.ff2_w.accumulate(hv(gf2.dw));
+    l.ff2_b.accumulate(hv(gf2.db));
+    TensorB df1 = ops::gelu_backward(c.f1, gf2.dx);
+    auto gf1 = ops::linear_backward(c.n1, pv(l.ff1_w), df1);
+    l.ff1_w.accumulate(hv(gf1.dw));
+    l.ff1_b.accumulate(hv(gf1.db));
+    TensorB dn1 = std::move(g2.dx);  // residual h2 = n1 + ff(n1)
     add_inplace(dn1, gf1.dx);
-    auto g1 = ops::layer_norm_backward(c.h1, l.ln1_w.value, c.mean1, c.rstd1, dn1);
-    l.ln1_w.accumulate(g1.dgamma);
-    l.ln1_b.accumulate(g1.dbeta);
-    auto go = ops::linear_backward(c.attn, l.o_w.value, g1.dx);
-    l.o_w.accumulate(go.dw);
-    l.o_b.accumulate(go.db);
-    SdpaGrads<T> gs = AttentionOp<Cpu>::template sdpa_backward<T>(heads(c.q), heads(c.k), heads(c.v), c.probs,
+    auto g1 = ops::layer_norm_backward(c.h1, pv(l.ln1_w), c.mean1, c.rstd1, dn1);
+    l.ln1_w.accumulate(hv(g1.dgamma));
+    l.ln1_b.accumulate(hv(g1.dbeta));
+    auto go = ops::linear_backward(c.attn, pv(l.o_w), g1.dx);
+    l.o_w.accumulate(hv(go.dw));
+    l.o_b.accumulate(hv(go.db));
+    SdpaGrads<T, Backend> gs = AttentionOp<Backend>::template sdpa_backward<T>(heads(c.q), heads(c.k), heads(c.v), c.probs,
                                                                    heads(go.dx), SdpaParams{});
-    Tensor<T> dx = std::move(g1.dx);  // residual h1 = x + attention(x)
+    TensorB dx = std::move(g1.dx);  // residual h1 = x + attention(x)
     const std::pair<Parameter<T>*, Parameter<T>*> proj[3] = {{&l.q_w, &l.q_b}, {&l.k_w, &l.k_b}, {&l.v_w, &l.v_b}};
-    const Tensor<T>* dheads[3] = {&gs.dq, &gs.dk, &gs.dv};
+    const TensorB* dheads[3] = {&gs.dq, &gs.dk, &gs.dv};
     for (int i = 0; i < 3; ++i) {
-      auto gi = ops::linear_backward(c.x, proj[i].first->value, ops::merge_heads(*dheads[i]));
-      proj[i].first->accumulate(gi.dw);
-      proj[i].second->accumulate(gi.db);
+      auto gi = ops::linear_backward(c.x, pv(*proj[i].first), ops::merge_heads(*dheads[i]));
+      proj[i].first->accumulate(hv(gi.dw));
+      proj[i].second->accumulate(hv(gi.db));
       add_inplace(dx, gi.dx);
     }
     return dx;

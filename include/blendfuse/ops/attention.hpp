@@ -205,15 +205,13 @@ struct AttentionOp {
           T* row = pp + l * S;
           if (mb)
             for (Index s = 0; s < S; ++s) row[s] += ma.at(mb, l, s);
-          T mx = -std::numeric_limits<T>::infinity();
-          for (Index s = 0; s < S; ++s) mx = std::max(mx, row[s]);
-          T sum = 0;
-          for (Index s = 0; s < S; ++s) {
-            row[s] = std::exp(row[s] - mx);
-            sum += row[s];
-          }
-          const T inv = T(1) / sum;
-          for (Index s = 0; s < S; ++s) row[s] *= inv;
+          // Vectorised row softmax (Eigen's packet exp, which clamps its argument: masked −inf
+          // entries are set to exactly 0); a fully masked row (max −inf) is NaN as in PyTorch.
+          Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> r(row, S);
+          const T mx = S > 0 ? r.maxCoeff() : T(0);
+          r = (r == -std::numeric_limits<T>::infinity()).select(T(0), (r - mx).exp());
+          if (!(mx > -std::numeric_limits<T>::infinity())) r.setConstant(std::numeric_limits<T>::quiet_NaN());
+          r *= T(1) / r.sum();
         }
         detail::dense::MatMap<T> O(r.out.data() + (n * H + h) * L * Dv, L, Dv);
         if (S > 0)
