@@ -318,11 +318,7 @@ def convert(src, out, templates=(), subjects=None, wav2vec2_config=None, fps=30.
         log("templates: %s" % ", ".join(sorted(tmpl)))
     if scale != 1.0:
         log("scaled lengths by %g" % scale)
-    if dropped:
-        log("dropped %d tensor%s:" % (len(dropped), "s" if len(dropped) > 1 else ""))
-        for n, why in dropped:
-            log("  %s  (%s)" % (n, why))
-    log("wrote %s" % out)
+    w2v.log_dropped_and_written(log, dropped, out)
     return config
 
 

@@ -591,12 +591,17 @@ def convert(src, out, config=None, prefix=None, out_prefix="wav2vec2.", trust=Fa
            " under '%s'" % prefix if prefix else "", len(enc), describe_dtypes(dtypes, [n for n in tensors
                                                                                      if n.startswith(prefix)]),
            cfg["num_hidden_layers"], cfg["hidden_size"]))
+    log_dropped_and_written(log, dropped, out)
+    return cfg
+
+
+def log_dropped_and_written(log, dropped, out):
+    """Reports the tensors a conversion left out (name, reason) and the file it wrote."""
     if dropped:
         log("dropped %d tensor%s:" % (len(dropped), "s" if len(dropped) > 1 else ""))
         for n, why in dropped:
             log("  %s  (%s)" % (n, why))
     log("wrote %s" % out)
-    return cfg
 
 
 def main(argv=None):

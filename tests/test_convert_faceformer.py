@@ -34,6 +34,8 @@ sys.path.insert(0, SCRIPTS)
 sys.path.insert(0, HERE)
 import convert_faceformer as cf  # noqa: E402
 import test_convert_wav2vec2 as tw  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "torch"))
+import gen_faceformer  # noqa: E402
 
 CLI = os.environ.get("BLENDFUSE_CLI", "")
 PY = tw.PY
@@ -45,32 +47,9 @@ OTHER_SUBJECTS = ["FaceTalk_170809_00138_TA", "FaceTalk_170731_00024_TA"]  # VOC
 
 # ---- FaceFormer (faceformer.py), the parts predict() uses ----------------------------------------------
 
-def init_biased_mask(n_head, max_seq_len, period):
-    def get_slopes(n):
-        def pow2(n):
-            start = 2 ** (-2 ** -(math.log2(n) - 3))
-            return [start * start ** i for i in range(n)]
-        if math.log2(n).is_integer():
-            return pow2(n)
-        closest = 2 ** math.floor(math.log2(n))
-        return pow2(closest) + get_slopes(2 * closest)[0::2][:n - closest]
-    slopes = torch.Tensor(get_slopes(n_head))
-    bias = torch.arange(start=0, end=max_seq_len, step=period).unsqueeze(1).repeat(1, period).view(-1) // period
-    bias = -torch.flip(bias, dims=[0])
-    alibi = torch.zeros(max_seq_len, max_seq_len)
-    for i in range(max_seq_len):
-        alibi[i, :i + 1] = bias[-(i + 1):]
-    alibi = slopes.unsqueeze(1).unsqueeze(1) * alibi.unsqueeze(0)
-    mask = (torch.triu(torch.ones(max_seq_len, max_seq_len)) == 1).transpose(0, 1)
-    mask = mask.float().masked_fill(mask == 0, float("-inf")).masked_fill(mask == 1, float(0.0))
-    return mask.unsqueeze(0) + alibi
-
-
-def enc_dec_mask(T, S):
-    mask = torch.ones(T, S)
-    for i in range(T):
-        mask[i, i] = 0
-    return mask == 1
+# FaceFormer's masks: the float64 copies of tests/torch/gen_faceformer.py (the decoder cross-check).
+init_biased_mask = gen_faceformer.init_biased_mask
+enc_dec_mask = gen_faceformer.enc_dec_mask
 
 
 class PeriodicPositionalEncoding(nn.Module):
