@@ -10,6 +10,12 @@
 //                                       V = 5023, audio_dim 768, d 64) on 100 frames starting at
 //                                       frame N of a sequence, attention window W (0 = unbounded):
 //                                       per-frame cost over sequence length
+//   pipeline/<audio>/10s/<backend>      the full pipeline on 10 s of audio (300 frames at 30 fps):
+//                                       AudioModel::predict (wav2vec 2.0 encoder on the backend +
+//                                       FaceFormer decoder, V = 10857) then the paper-scale fusion
+//                                       module fusing every frame with an expression frame, in
+//                                       batches of 32; <audio> = small (AudioModelConfig::small,
+//                                       as shipped) or base (wav2vec2-base encoder, FaceFormer's)
 //   audio/stream/Ns                     the small audio model (AudioModelConfig::small, V = 5023)
 //                                       streaming N seconds of audio end to end (encoder windows +
 //                                       decoder): fps must not fall with N
@@ -180,6 +186,52 @@ void audio_stream(benchmark::State& st, Index seconds) {
 }
 
 template <class B>
+const nn::AudioModel<float, B>& pipeline_audio_model(bool base) {
+  static std::unique_ptr<nn::AudioModel<float, B>> m[2];
+  static std::once_flag once[2];
+  std::call_once(once[base ? 1 : 0], [base] {
+    auto cfg = nn::AudioModelConfig::small(bfbench::FusionScale::vertices, {"A", "B"});
+    if (base) {
+      cfg.w2v = nn::Wav2Vec2Config::base();
+      cfg.decoder.audio_dim = cfg.w2v.hidden_size;
+    }
+    auto& p = m[base ? 1 : 0];
+    p = std::make_unique<nn::AudioModel<float, B>>(cfg);
+    p->init();
+  });
+  return *m[base ? 1 : 0];
+}
+
+template <class B>
+void pipeline(benchmark::State& st, bool base) {
+  const auto& am = pipeline_audio_model<B>(base);
+  auto& fm = fusion_model<B>();
+  const Index seconds = 10, L = 16000 * seconds;
+  Tensor<float> audio({1, L});
+  Rng rng(9);
+  fill_normal(audio, rng, 0.1);
+  const Index frames = am.frames_for(L), V = bfbench::FusionScale::vertices, chunk = 32;
+  const auto expression = deformations<B>(frames, 15);
+  Index done = 0;
+  auto run = [&] {
+    const Tensor<float> speech = am.predict(audio, 0);  // (T, V, 3)
+    done = 0;
+    for (Index t0 = 0; t0 < frames; t0 += chunk) {
+      const Index n = std::min(chunk, frames - t0);
+      const auto sp = nn::detail::host_view<B>(speech).slice(0, t0, t0 + n);
+      const auto ex = expression.slice(0, t0, t0 + n);
+      benchmark::DoNotOptimize(fm.fuse(sp, ex).data());
+      done += n;
+    }
+  };
+  run();
+  for (auto _ : st) run();
+  st.counters["fps"] = benchmark::Counter(static_cast<double>(done), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["frames"] = static_cast<double>(done);
+  (void)V;
+}
+
+template <class B>
 void register_backend() {
   const std::string bn = B::name;
   benchmark::RegisterBenchmark(("fusion/infer/b1/" + bn).c_str(), [](benchmark::State& st) { fusion_infer<B>(st, 1); })
@@ -196,6 +248,10 @@ void register_backend() {
     b32->MinTime(2.0);
     tr->MinTime(2.0);
   }
+  for (const bool base : {false, true})
+    benchmark::RegisterBenchmark(("pipeline/" + std::string(base ? "base" : "small") + "/10s/" + bn).c_str(),
+                                 [base](benchmark::State& st) { pipeline<B>(st, base); })
+        ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(std::is_same_v<B, Cpu> ? 1 : 2);
   benchmark::RegisterBenchmark(("wav2vec2/base/1s/" + bn).c_str(), [](benchmark::State& st) { wav2vec2_forward<B>(st, 1); })
       ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
   benchmark::RegisterBenchmark(("wav2vec2/base/10s/" + bn).c_str(), [](benchmark::State& st) { wav2vec2_forward<B>(st, 10); })
