@@ -81,6 +81,7 @@ struct Conv2dCase {
   Shape xs, ws;
   ops::Conv2dParams p;
   bool bias;
+  int blocked = 0;  // route the blocked conv takes: 0 none, 1 forward only, 2 forward and backward
 };
 
 std::string repro(const Conv2dCase& c) {
@@ -104,21 +105,38 @@ ops::Conv2dParams p2(std::array<Index, 2> s, std::array<Index, 2> pad, std::arra
 const std::vector<Conv2dCase>& conv2d_cases() {
   static const std::vector<Conv2dCase> cases{
       // fusion encoder blocks: 3×3, stride 2, padding 1, no bias (instance norm follows)
-      {{2, 3, 32, 32}, {16, 3, 3, 3}, p2({2, 2}, {1, 1}), false},
+      {{2, 3, 32, 32}, {16, 3, 3, 3}, p2({2, 2}, {1, 1}), false, 1},
       {{2, 16, 16, 16}, {32, 16, 3, 3}, p2({2, 2}, {1, 1}), false},
-      {{1, 3, 31, 29}, {8, 3, 3, 3}, p2({2, 2}, {1, 1}), true},  // odd sizes
+      {{1, 3, 31, 29}, {8, 3, 3, 3}, p2({2, 2}, {1, 1}), true, 1},  // odd sizes
       {{4, 8, 7, 5}, {6, 8, 1, 1}, p2({1, 1}, {0, 0}), true},   // pointwise
       {{2, 8, 9, 11}, {12, 4, 3, 3}, p2({1, 1}, {1, 2}, {2, 1}, 2), true},  // groups + dilation
       {{1, 6, 10, 10}, {6, 1, 3, 3}, p2({2, 1}, {1, 1}, {1, 1}, 6), false},  // depthwise
       {{1, 3, 17, 13}, {4, 3, 5, 3}, p2({3, 2}, {0, 1}), true},  // strides that do not tile
+      // blocked route (conv.hpp: JIT kernels on nChw8c/16c, reorders at the op edges)
+      {{4, 8, 16, 16}, {16, 8, 3, 3}, p2({2, 2}, {1, 1}), false, 2},
+      {{4, 16, 13, 11}, {8, 16, 3, 3}, p2({1, 1}, {1, 1}), true, 2},  // odd sizes, bias
+      {{3, 16, 9, 11}, {8, 16, 3, 3}, p2({1, 1}, {1, 1}), true, 0},   // too few pixels: plain
+      {{4, 4, 20, 18}, {8, 4, 3, 3}, p2({2, 2}, {1, 1}), false, 1},   // first conv: forward only
+      {{2, 16, 12, 12}, {32, 16, 1, 1}, p2({1, 1}, {0, 0}), true, 2},  // pointwise
   };
   return cases;
 }
 
-TEST_CASE("onednn conv2d forward and backward match the reference") {
+TEST_CASE("onednn conv2d forward and backward match the reference (plain and blocked routes)") {
+  for (bool blocked : {true, false}) {
+  onednn::set_conv_blocked_route(blocked);
   std::uint64_t seed = 1;
   for (const auto& c : conv2d_cases()) {
-    const std::string r = repro(c);
+    const std::string r = repro(c) + (blocked ? " route=blocked" : " route=plain");
+    if (blocked) {
+      const auto g = ops::detail::conv_geometry("conv2d", 2, c.xs, c.ws, c.p.stride.data(), c.p.padding.data(),
+                                                c.p.dilation.data(), c.p.groups);
+      namespace od = onednn::detail;
+      CHECK_MESSAGE((od::conv_blocked_candidate(g, 2, false) && od::conv_blk_fwd(g, c.bias, false)->ok) ==
+                        (c.blocked >= 1), r, ": forward route");
+      CHECK_MESSAGE((od::conv_blocked_candidate(g, 2, true) && od::conv_blk_bwd(g, c.bias)->ok) ==
+                        (c.blocked == 2), r, ": backward route");
+    }
     Rng rng(seed++);
     const CT x = rand_cpu(c.xs, rng), w = rand_cpu(c.ws, rng), b = rand_cpu({c.ws[0]}, rng);
     const DT xd = dnn(x), wd = dnn(w), bd = dnn(b);
@@ -150,6 +168,8 @@ TEST_CASE("onednn conv2d forward and backward match the reference") {
     expect_match(r + " +relu (cpu composition)", "y", yr,
                  dnn(onednn::conv2d_relu(x, w, c.bias ? &b : nullptr, c.p)));
   }
+  }
+  onednn::set_conv_blocked_route(true);
 }
 
 struct Conv1dCase {
@@ -265,6 +285,55 @@ TEST_CASE("onednn instance norm (layer-norm and batch-norm routes) matches the r
   }
   }
   onednn::set_instance_norm_route(onednn::InstanceNormRoute::LayerNorm);
+}
+
+TEST_CASE("onednn instance norm backward (direct per-plane kernel) matches the reference, odd sizes") {
+  // The layer-norm route's backward is one host kernel per (n, c) plane (norm.hpp,
+  // in_bwd_plane): planes shorter than its 8 lanes, odd lengths with a scalar tail, a 64×64
+  // encoder plane, a large mean against a small spread (cancellation), with and without the
+  // fused ReLU mask, with and without gamma.
+  struct Case {
+    Shape xs;
+    bool gamma;
+    double mean, sd;
+  };
+  const std::vector<Case> cases{
+      {{2, 3, 1, 3}, true, 0.0, 1.0},      // L = 3 < 8 lanes
+      {{1, 2, 1, 1}, true, 0.0, 1.0},      // L = 1
+      {{3, 5, 9, 7}, true, 1.0, 2.0},      // L = 63 (tail of 7)
+      {{2, 3, 33, 31}, false, -2.0, 1.0},  // L = 1023, no gamma
+      {{2, 4, 64, 64}, true, 0.5, 1.0},    // encoder block-1 plane (L = 4096)
+      {{2, 6, 12, 10}, true, 50.0, 0.5},   // |mean| ≫ sd
+      {{1, 7, 13}, true, 0.0, 1.0},        // 1-d
+  };
+  std::uint64_t seed = 900;
+  for (const auto& c : cases) {
+    std::ostringstream s;
+    s << "instance_norm_bwd x=" << shape_str(c.xs) << " gamma=" << c.gamma << " mean=" << c.mean
+      << " sd=" << c.sd;
+    const std::string r = s.str();
+    Rng rng(seed++);
+    const Index C = c.xs[1];
+    const CT x = rand_cpu(c.xs, rng, c.sd, c.mean);
+    const CT gamma = c.gamma ? rand_cpu({C}, rng, 0.5, 1.0) : CT();
+    const CT beta = rand_cpu({C}, rng, 0.3);
+    const CT dy = rand_cpu(c.xs, rng);
+    const auto f = ops::instance_norm(x, gamma, beta, 1e-5);
+    const auto g = ops::instance_norm_backward(x, gamma, f.mean, f.rstd, dy);
+    const auto gd = ops::instance_norm_backward(dnn(x), dnn(gamma), dnn(f.mean), dnn(f.rstd), dnn(dy));
+    expect_match(r, "dx", g.dx, gd.dx);
+    expect_match(r, "dgamma", g.dgamma, gd.dgamma);
+    expect_match(r, "dbeta", g.dbeta, gd.dbeta);
+    // fused ReLU: the mask y > 0 of the fused forward's output
+    const auto fr = onednn::instance_norm_relu(dnn(x), dnn(gamma), dnn(beta), 1e-5);
+    CT yr = f.y.clone();
+    ops::relu_(yr);
+    const auto gr = ops::instance_norm_backward(x, gamma, f.mean, f.rstd, ops::relu_backward(yr, dy));
+    const auto grd = onednn::instance_norm_relu_backward(dnn(x), dnn(gamma), fr, dnn(dy));
+    expect_match(r + " +relu", "dx", gr.dx, grd.dx);
+    expect_match(r + " +relu", "dgamma", gr.dgamma, grd.dgamma);
+    expect_match(r + " +relu", "dbeta", gr.dbeta, grd.dbeta);
+  }
 }
 
 TEST_CASE("onednn layer norm matches the reference") {
@@ -503,6 +572,64 @@ TEST_CASE("onednn ops run concurrently from several threads (per-thread streams,
 
 using bft::GridMesh;
 using bft::grid_mesh;
+
+TEST_CASE("onednn conv encoder training (blocked layouts at batch >= 4, plain below) matches the reference") {
+  // ConvInReluEncoder<float, OneDnn>::forward with a context runs the blocked training chain at
+  // batch >= 4 (blocked conv fwd / bwd-weights / bwd-data, blocked instance norm + ReLU forward
+  // and backward, weight gradients reordered back with a sum post-op) and the plain op path
+  // below or where a block has no JIT backward kernel. Odd map sizes, and gradients accumulated
+  // over two calls (the sum post-op must add, not overwrite).
+  struct Case {
+    Index batch, map;
+    std::vector<Index> channels;
+    bool blocked;
+  };
+  const std::vector<Case> cases{
+      {5, 20, {8, 16, 24}, true},    // odd maps: 20 → 10 → 5 → 3
+      {4, 16, {16, 32}, true},
+      {2, 20, {8, 16, 24}, false},   // batch < 4: plain path
+      {5, 12, {6, 12, 16}, false},   // channels not multiples of 8: oneDNN 2.6 has no JIT
+                                     // backward-weights kernel (ref:any), so the plain path
+  };
+  std::uint64_t seed = 1000;
+  for (const auto& c : cases) {
+    std::ostringstream s;
+    s << "conv encoder train batch=" << c.batch << " map=" << c.map << " channels=" << arr(c.channels);
+    const std::string r = s.str();
+    nn::ConvEncoderConfig cfg;
+    cfg.in_channels = 4;
+    cfg.channels = c.channels;
+    cfg.map_size = c.map;
+    cfg.out_features = 7;
+    nn::ConvInReluEncoder<float, Cpu> ref(cfg, "enc.");
+    nn::ConvInReluEncoder<float, OneDnn> dm(cfg, "enc.");
+    Rng rng(seed++);
+    ref.init(rng);
+    auto pr = ref.parameters(), pd = dm.parameters();
+    REQUIRE(pr.size() == pd.size());
+    for (std::size_t i = 0; i < pr.size(); ++i) {
+      // non-trivial gamma/beta (init sets 1/0)
+      if (pr[i]->name.find("norm") != std::string::npos) fill_normal(pr[i]->value, rng, 0.3, 0.8);
+      pd[i]->value = pr[i]->value.clone();
+    }
+    nn::zero_grads(pr);
+    nn::zero_grads(pd);
+    for (int call = 0; call < 2; ++call) {
+      const CT x = rand_cpu({c.batch, 4, c.map, c.map}, rng);
+      const CT dout = rand_cpu({c.batch, 7}, rng);
+      nn::ConvInReluEncoder<float, Cpu>::Context cr;
+      nn::ConvInReluEncoder<float, OneDnn>::Context cd;
+      const CT yr = ref.forward(x, &cr);
+      const DT yd = dm.forward(dnn(x), &cd);
+      CHECK_MESSAGE((cd.blocked != nullptr) == c.blocked, r, ": blocked path ", (cd.blocked != nullptr));
+      expect_match(r, "out", yr, yd, 1e-6);
+      ref.backward(cr, dout);
+      dm.backward(cd, dnn(dout));
+    }
+    for (std::size_t i = 0; i < pr.size(); ++i)
+      expect_match(r, "grad " + pr[i]->name, pr[i]->grad, dnn(pd[i]->grad), 1e-5);
+  }
+}
 
 TEST_CASE("onednn fusion module: encode/fuse and train_batch gradients match the reference") {
   const GridMesh g = grid_mesh(11);

