@@ -1,7 +1,9 @@
 // blendfuse benchmarks — whole models per backend:
-//   fusion/infer/b1, fusion/infer/b32   DeformationFusionModule::fuse on B frames (paper scale:
+//   fusion/infer/b1, fusion/infer/b32   DeformationFusionModule::fuse on B frames, frozen (paper scale:
 //                                       V = 10857, 128×128 map, channels 32-64-128-256-256-256,
-//                                       K = 64 + 64; 7.6 M parameters, 0.30 GFLOP per frame)
+//                                       K = 64 + 64; 7.6 M parameters, 0.30 GFLOP per frame);
+//                                       fusion/infer_unfrozen/b1: the same, not frozen (weights
+//                                       re-derived every call, as during training)
 //   fusion/train/b32                    one optimiser step as FusionTrainer takes it: zero grads,
 //                                       train_batch(speech, 16) + train_batch(expression, 16), Adam
 //   wav2vec2/base/1s, wav2vec2/base/10s wav2vec2-base forward (random weights) on 1 s / 10 s of
@@ -80,8 +82,9 @@ Tensor<float, B> deformations(Index frames, std::uint64_t seed) {
 }
 
 template <class B>
-void fusion_infer(benchmark::State& st, Index frames) {
+void fusion_infer(benchmark::State& st, Index frames, bool frozen = true) {
   auto& m = fusion_model<B>();
+  m.freeze(frozen);  // frozen: inference deployment (cached blocked weights and column norms)
   const auto a = deformations<B>(frames, 11), e = deformations<B>(frames, 12);
   benchmark::DoNotOptimize(m.fuse(a, e).data());  // warm-up (primitive cache, allocator)
   for (auto _ : st) benchmark::DoNotOptimize(m.fuse(a, e).data());
@@ -91,6 +94,7 @@ void fusion_infer(benchmark::State& st, Index frames) {
 template <class B>
 void fusion_train(benchmark::State& st, Index frames) {
   auto& m = fusion_model<B>();
+  m.freeze(false);
   const auto a = deformations<B>(frames / 2, 13), e = deformations<B>(frames / 2, 14);
   const Tensor<float, B> none;
   train::Adam<float> opt(m.parameters(), {3e-4});
@@ -206,6 +210,7 @@ template <class B>
 void pipeline(benchmark::State& st, bool base) {
   const auto& am = pipeline_audio_model<B>(base);
   auto& fm = fusion_model<B>();
+  fm.freeze(true);
   const Index seconds = 10, L = 16000 * seconds;
   Tensor<float> audio({1, L});
   Rng rng(9);
@@ -235,6 +240,8 @@ template <class B>
 void register_backend() {
   const std::string bn = B::name;
   benchmark::RegisterBenchmark(("fusion/infer/b1/" + bn).c_str(), [](benchmark::State& st) { fusion_infer<B>(st, 1); })
+      ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
+  benchmark::RegisterBenchmark(("fusion/infer_unfrozen/b1/" + bn).c_str(), [](benchmark::State& st) { fusion_infer<B>(st, 1, false); })
       ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
   // the reference backend takes seconds per batch: one iteration per repetition there
   auto* b32 = benchmark::RegisterBenchmark(("fusion/infer/b32/" + bn).c_str(), [](benchmark::State& st) { fusion_infer<B>(st, 32); })

@@ -255,7 +255,8 @@ inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
         for (Index i = 0; i < expr.numel(); ++i) expr[i] = static_cast<float>(a.intensity * expr[i]);
         fused = metrics::naive_sum(speech, expr);
       } else {
-        const auto model = nn::DeformationFusionModule<float>::load(a.model);
+        auto model = nn::DeformationFusionModule<float>::load(a.model);
+        model.freeze();  // inference only: keep derived weights (column norms) between calls
         if (model.vertices() != V)
           throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(V));
         fused = model.fuse(speech, expr, a.intensity);
@@ -299,7 +300,8 @@ inline void add_eval_fusion(CLI::App& app, EvalFusionArgs& a, std::function<void
       std::vector<metrics::FusionScore> rows;
       rows.push_back(metrics::evaluate_fusion(ds, truth, "naive sum of inputs", metrics::naive_sum));
       for (const auto& path : a.models) {
-        const auto model = nn::DeformationFusionModule<float>::load(path);
+        auto model = nn::DeformationFusionModule<float>::load(path);
+        model.freeze();
         if (model.vertices() != ds.num_vertices())
           throw IoError(path, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(ds.num_vertices()));
         const std::string name = model.config().variant + " (" + std::filesystem::path(path).filename().string() + ")";

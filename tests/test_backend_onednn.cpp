@@ -675,6 +675,53 @@ TEST_CASE("onednn fusion module: encode/fuse and train_batch gradients match the
     }
   }
 }
+
+TEST_CASE("onednn fusion module, frozen: cached blocked weights and column norms follow weight changes") {
+  const GridMesh g = grid_mesh(11);
+  const Index V = 121;
+  nn::DfmConfig cfg;
+  cfg.apply_variant("full");
+  cfg.map_size = 32;
+  cfg.channels = {8, 16, 16, 16};
+  cfg.k_a = 6;
+  cfg.k_e = 5;
+  nn::DeformationFusionModule<float, Cpu> ref(cfg, g.vertices, g.faces, 17);
+  nn::DeformationFusionModule<float, OneDnn> dm(cfg, g.vertices, g.faces, 17);
+  dm.freeze();
+  Rng rng(99);
+  const CT a1 = rand_cpu({1, V, 3}, rng, 2.0), e1 = rand_cpu({1, V, 3}, rng, 2.0);
+  const CT a5 = rand_cpu({5, V, 3}, rng, 2.0), e5 = rand_cpu({5, V, 3}, rng, 2.0);
+  auto check = [&](const std::string& when) {
+    expect_match("fuse batch 1, " + when, "fuse", ref.fuse(a1, e1), dm.fuse(dnn(a1), dnn(e1)), 1e-6);
+    expect_match("fuse batch 5, " + when, "fuse", ref.fuse(a5, e5), dm.fuse(dnn(a5), dnn(e5)), 1e-6);
+  };
+  check("initial");
+  check("again (cached)");
+  auto pr = ref.parameters();
+  auto pd = dm.parameters();
+  // An optimiser-like in-place update that bumps the version.
+  for (std::size_t i = 0; i < pr.size(); ++i) {
+    for (Index j = 0; j < pr[i]->value.numel(); ++j) pr[i]->value[j] += 0.05f * std::sin(static_cast<float>(j));
+    pd[i]->value.assign(pr[i]->value);
+    pd[i]->touch();
+  }
+  check("after an in-place update with touch()");
+  // An in-place overwrite that forgets touch(): the sampled elements still see it.
+  for (std::size_t i = 0; i < pr.size(); ++i) {
+    fill_normal(pr[i]->value, rng, 0.1);
+    pd[i]->value.assign(pr[i]->value);
+  }
+  check("after an in-place overwrite without touch()");
+  // New tensors (as a checkpoint load does).
+  for (std::size_t i = 0; i < pr.size(); ++i) {
+    fill_normal(pr[i]->value, rng, 0.1);
+    pd[i]->value = pr[i]->value.clone();
+  }
+  check("after assigning new tensors");
+  // A copy starts with empty caches and gives the same result.
+  const nn::DeformationFusionModule<float, OneDnn> copy = dm;
+  expect_match("copied module", "fuse", ref.fuse(a1, e1), copy.fuse(dnn(a1), dnn(e1)), 1e-6);
+}
 }  // namespace
 
 #else  // !BLENDFUSE_WITH_ONEDNN

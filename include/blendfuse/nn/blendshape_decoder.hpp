@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cmath>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -46,9 +47,13 @@ class BlendshapeDecoder {
     // Small random blendshapes: each column has norm ≈ column_norm (or ≈ 1 mm RMS per vertex).
     // Both parametrisations start with columns of norm ≈ √V (≈ 1 mm RMS per vertex coordinate).
     fill_normal(w_.value, rng, 1.0 / std::sqrt(static_cast<double>(w_.value.dim(0))));
+    w_.touch();
   }
 
   ParamList<T> parameters() { return {&w_}; }
+  /// Frozen weights: the column norms are kept between calls (see col_norms()); the caller
+  /// promises to touch() the parameter after writing it in place.
+  void set_frozen(bool on) { frozen_ = on; }
   /// Free columns are B = g·W with a constant gain g = √V, so that W lives at the same O(1/√(3V))
   /// scale as in the fixed-norm parametrisation and Adam's step size means the same in both.
   double free_gain() const { return std::sqrt(static_cast<double>(w_.value.dim(0)) / 3.0); }
@@ -175,8 +180,24 @@ class BlendshapeDecoder {
  private:
   TensorB wv() const { return detail::host_view<B>(w_.value); }
 
-  /// ‖W_j‖ (+1e-12) for every column, in one row-major pass (double accumulators).
+  /// ‖W_j‖ (+1e-12) for every column, in one row-major pass (double accumulators); when frozen,
+  /// remembered with the parameter's stamp (ParameterStamp), so inference with fixed weights
+  /// reads W once per call (the GEMM) instead of twice.
   std::vector<double> col_norms() const {
+    if (!frozen_) return compute_col_norms();
+    auto stamp = ParameterStamp<T>::of(w_);
+    {
+      std::lock_guard<std::mutex> lock(norms_cache_.mu);
+      if (!norms_cache_.norms.empty() && norms_cache_.stamp == stamp) return norms_cache_.norms;
+    }
+    std::vector<double> s = compute_col_norms();
+    std::lock_guard<std::mutex> lock(norms_cache_.mu);
+    norms_cache_.stamp = std::move(stamp);
+    norms_cache_.norms = s;
+    return s;
+  }
+
+  std::vector<double> compute_col_norms() const {
     const Index r = w_.value.dim(0), K = w_.value.dim(1);
     std::vector<double> s(static_cast<std::size_t>(K), 0.0);
     const T* W = w_.value.data();
@@ -186,8 +207,23 @@ class BlendshapeDecoder {
     return s;
   }
 
+  struct NormsCache {  // a copied decoder starts empty
+    std::mutex mu;
+    ParameterStamp<T> stamp;
+    std::vector<double> norms;
+    NormsCache() = default;
+    NormsCache(const NormsCache&) {}
+    NormsCache& operator=(const NormsCache&) {
+      std::lock_guard<std::mutex> lock(mu);
+      norms.clear();
+      return *this;
+    }
+  };
+
   Parameter<T> w_;
   double column_norm_ = 0;
+  bool frozen_ = false;
+  mutable NormsCache norms_cache_;
 };
 
 }  // namespace blendfuse::nn

@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -55,9 +56,11 @@ namespace detail::blocked {
 // layout, so here each conv is created with format_tag::any (oneDNN picks the direct JIT kernel
 // with nChw8c activations and blocked weights on AVX2, nChw16c on AVX-512), the instance norm +
 // ReLU runs in place on the blocked tensor (statistics per (n, c) lane, 8/16 channels per vector),
-// and only the last block's output is reordered back to nchw for the linear layer. Weights are
-// reordered into the blocked layout on every call (they are host Parameters that optimisers
-// change in place; ≈ 6 MB at paper scale). Primitives are cached in onednn's primitive cache.
+// and only the last block's output is reordered back to nchw for the linear layer. The weights'
+// blocked copies are cached across calls (WeightCache: rebuilt when a parameter's pointer,
+// version or sampled contents change — optimisers update them in place), so batch 1 runs the
+// blocked kernels without reordering ≈ 6 MB of weights per call. Primitives are cached in
+// onednn's primitive cache.
 
 struct ConvEntry {
   dnnl::convolution_forward conv;
@@ -91,7 +94,20 @@ inline std::shared_ptr<const ConvEntry> conv_entry(Index n, Index cin, Index h, 
             dst_any(dd, memory::data_type::f32, tag::any);
         const convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src_any,
                                           wei_any, dst_any, {stride, stride}, {pad, pad}, {pad, pad});
-        const convolution_forward::primitive_desc pd(d, od::scratch_attr(), onednn::engine());
+        convolution_forward::primitive_desc pd(d, od::scratch_attr(), onednn::engine());
+        // At small batches `any` can fall back to plain layouts (im2col + GEMM) for the small
+        // spatial blocks; with the weights cached (WeightCache) the direct kernel on nChw8c is
+        // faster there, so ask for it explicitly (kept only if oneDNN accepts it).
+        if (channel_block(pd.dst_desc(), dd) == 0 && cout % 8 == 0 && (first || cin % 8 == 0)) {
+          try {
+            const memory::desc s8(sd, memory::data_type::f32, first ? tag::nchw : tag::nChw8c),
+                d8(dd, memory::data_type::f32, tag::nChw8c);
+            const convolution_forward::desc d2(prop_kind::forward_inference, algorithm::convolution_direct, s8,
+                                               wei_any, d8, {stride, stride}, {pad, pad}, {pad, pad});
+            pd = convolution_forward::primitive_desc(d2, od::scratch_attr(), onednn::engine());
+          } catch (const dnnl::error&) {
+          }
+        }
         auto e = std::make_shared<ConvEntry>();
         e->conv = convolution_forward(pd);
         e->src = pd.src_desc();
@@ -149,6 +165,56 @@ struct Buf {
   std::unique_ptr<float[]> p;
   explicit Buf(std::size_t bytes) : p(new float[(bytes + sizeof(float) - 1) / sizeof(float)]) {}
   float* get() const { return p.get(); }
+};
+
+/// Inference weights already reordered into the blocked layout, one per conv block, kept across
+/// calls of a *frozen* encoder (ConvInReluEncoder::set_frozen: the caller promises not to write
+/// the weights in place behind the library's back). An entry is still checked on every call: it
+/// is rebuilt when its parameter's data pointer, version (Parameter::touch, bumped by Adam, the
+/// initialisers and loads) or 65 sampled elements changed, or oneDNN asks for another layout. A
+/// copied encoder starts with an empty cache. Thread-safe (one mutex; buffers are shared_ptrs, so
+/// a caller keeps the one it ran with even if another thread replaces it).
+struct WeightCache {
+  struct Entry {
+    ParameterStamp<float> stamp;
+    dnnl::memory::desc md;
+    std::shared_ptr<const Buf> buf;
+  };
+  std::mutex mu;
+  std::vector<Entry> entries;
+
+  WeightCache() = default;
+  WeightCache(const WeightCache&) {}
+  WeightCache& operator=(const WeightCache&) {
+    std::lock_guard<std::mutex> lock(mu);
+    entries.clear();
+    return *this;
+  }
+
+  /// The blocked weights of block i for `md`, reordering p's plain value with `reorder` when the
+  /// cached copy is stale.
+  /// cache` false: reorder into a fresh buffer and keep nothing (the weights may change at any time).
+  std::shared_ptr<const Buf> get(std::size_t i, const Parameter<float>& p, const dnnl::memory::desc& md,
+                                 const dnnl::reorder& reorder, bool cache) {
+    auto fresh = [&] {
+      const Tensor<float> w = p.value.contiguous();
+      auto b = std::make_shared<Buf>(md.get_size());
+      onednn::detail::run(reorder, {{DNNL_ARG_FROM, onednn::detail::wrap(onednn::detail::plain_md(dims_of(w.shape())), w.data())},
+                                    {DNNL_ARG_TO, dnnl::memory(md, onednn::engine(), b->get())}});
+      return b;
+    };
+    if (!cache) return fresh();
+    std::lock_guard<std::mutex> lock(mu);
+    if (entries.size() <= i) entries.resize(i + 1);
+    Entry& e = entries[i];
+    auto stamp = ParameterStamp<float>::of(p);
+    if (e.buf && e.md == md && e.stamp == stamp) return e.buf;
+    auto b = fresh();
+    e = Entry{std::move(stamp), md, b};
+    return b;
+  }
+
+  static dnnl::memory::dims dims_of(const Shape& s) { return dnnl::memory::dims(s.begin(), s.end()); }
 };
 
 // ---- training on blocked layouts --------------------------------------------------------------
@@ -506,14 +572,22 @@ class ConvInReluEncoder {
     return m + static_cast<double>(cfg_.flat_features()) * cfg_.out_features;
   }
 
+  /// Frozen weights (inference deployments): oneDNN inference keeps the weights' blocked copies
+  /// across calls and runs the blocked kernels at every batch size. The caller promises not to
+  /// write the parameters in place without Parameter::touch() while frozen (optimiser steps and
+  /// loads touch them; a stale copy is also caught by a sampled-element check, but not always).
+  void set_frozen(bool on) { frozen_ = on; }
+  bool frozen() const noexcept { return frozen_; }
+
   /// x (B, in_channels, S, S) → (B, out_features).
   TensorB forward(const TensorB& x, Context* ctx = nullptr) const {
     check_shape(x, {-1, cfg_.in_channels, cfg_.map_size, cfg_.map_size}, "ConvInReluEncoder input");
 #ifdef BLENDFUSE_NN_HAVE_ONEDNN
     if constexpr (std::is_same_v<B, OneDnn> && std::is_same_v<T, float>) {
-      // batch >= 4 only: below, the per-call reorder of the weights into the blocked layout
-      // (≈ 6 MB) costs about what the blocked kernels save (measured at batch 1, paper scale)
-      if (!ctx && x.dim(0) >= 4) {
+      // inference at batch >= 4, or at any batch when frozen: a frozen encoder caches the
+      // weights' blocked copies across calls (detail::blocked::WeightCache); otherwise the
+      // per-call reorder (≈ 6 MB at paper scale) costs at batch 1 what the blocked kernels save
+      if (!ctx && (frozen_ || x.dim(0) >= 4)) {
         TensorB flat = blocked_features(x);
         if (!flat.empty()) return ops::linear(flat, pv(fc_w_), pv(fc_b_));
       }
@@ -595,12 +669,10 @@ class ConvInReluEncoder {
     for (std::size_t i = 0; i < es.size(); ++i) {
       const auto& e = *es[i];
       const Index cout = cfg_.channels[i];
-      bl::Buf wbuf(e.wei.get_size());
-      od::run(e.wei_reorder, {{DNNL_ARG_FROM, od::wrap(od::plain_md({cout, cin, k, k}), conv_w_[i].value.data())},
-                              {DNNL_ARG_TO, dnnl::memory(e.wei, eng, wbuf.get())}});
+      const auto wbuf = wcache_.get(i, conv_w_[i], e.wei, e.wei_reorder, frozen_);
       auto dst = std::make_unique<bl::Buf>(e.dst.get_size());
       od::run(e.conv, {{DNNL_ARG_SRC, dnnl::memory(e.src, eng, const_cast<float*>(src))},
-                       {DNNL_ARG_WEIGHTS, dnnl::memory(e.wei, eng, wbuf.get())},
+                       {DNNL_ARG_WEIGHTS, dnnl::memory(e.wei, eng, wbuf->get())},
                        {DNNL_ARG_DST, dnnl::memory(e.dst, eng, dst->get())}});
       h = (h + 2 * pad - k) / 2 + 1;
       if (e.block == 8)
@@ -758,6 +830,10 @@ class ConvInReluEncoder {
 
   ConvEncoderConfig cfg_;
   std::vector<Parameter<T>> conv_w_, norm_w_, norm_b_;
+  bool frozen_ = false;
+#ifdef BLENDFUSE_NN_HAVE_ONEDNN
+  mutable detail::blocked::WeightCache wcache_;  // blocked inference weights (oneDNN, float)
+#endif
   Parameter<T> fc_w_, fc_b_;
 };
 

@@ -4,6 +4,7 @@
 // module's state_dict keys, so a safetensors export of the reference loads without renaming.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -32,9 +33,15 @@ struct Parameter {
   std::string name;
   Tensor<T> value;
   Tensor<T> grad;
+  /// Bumped by in-place updates inside the library (optimiser steps, initialisers). Caches derived
+  /// from `value` (the oneDNN encoder's blocked weights) compare it, value's data pointer and a
+  /// sample of its elements; code that writes `value` in place should call touch().
+  std::uint64_t version = 0;
 
   Parameter() = default;
   Parameter(std::string n, Shape shape) : name(std::move(n)), value(shape), grad(shape) {}
+
+  void touch() noexcept { ++version; }
 
   void zero_grad() { grad.zero(); }
   /// grad += g (shapes must agree).
@@ -49,12 +56,36 @@ struct Parameter {
 template <class T>
 using ParamList = std::vector<Parameter<T>*>;
 
+/// What a cache derived from a parameter's value remembers of it: the data pointer, the version
+/// (Parameter::touch) and 65 sampled elements. A changed stamp means the value may have changed.
+template <class T>
+struct ParameterStamp {
+  const T* data = nullptr;
+  std::uint64_t version = 0;
+  std::vector<T> probe;
+
+  static ParameterStamp of(const Parameter<T>& p) {
+    ParameterStamp s{p.value.data(), p.version, {}};
+    const Index n = p.value.numel();
+    if (n > 0 && p.value.is_contiguous()) {
+      s.probe.reserve(65);
+      for (Index i = 0; i < 64; ++i) s.probe.push_back(s.data[(i * n) / 64]);
+      s.probe.push_back(s.data[n - 1]);
+    }
+    return s;
+  }
+  bool operator==(const ParameterStamp& o) const {
+    return data == o.data && version == o.version && probe == o.probe;
+  }
+};
+
 /// Kaiming-uniform initialisation as torch.nn.Conv2d/Linear use by default (a = √5), i.e.
 /// U(−1/√fan_in, 1/√fan_in).
 template <class T>
 void init_uniform_fan_in(Parameter<T>& p, Index fan_in, Rng& rng) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
   fill_uniform(p.value, rng, -bound, bound);
+  p.touch();
 }
 
 template <class T>
@@ -88,6 +119,7 @@ void load_parameters(const io::SafeTensorsFile& f, const ParamList<T>& ps, const
         throw IoError(f.path(), "tensor '" + key + "' contains NaN or Inf at element " + std::to_string(i));
     }
     p->value = std::move(t);
+    p->touch();
   }
 }
 

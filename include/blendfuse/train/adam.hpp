@@ -48,6 +48,7 @@ class Adam {
     const double step_size = cfg_.lr / bc1;
     for (std::size_t k = 0; k < params_.size(); ++k) {
       auto& p = *params_[k];
+      p.touch();
       T* w = p.value.data();
       const T* g = p.grad.data();
       T* m = m_[k].data();
