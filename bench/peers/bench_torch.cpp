@@ -11,7 +11,8 @@
 //    → ReLU); linear to K; decoder with fixed-norm columns computed per forward as ours does
 //    (y = W (s ⊙ w), s = c/‖W_j‖); fuse mixes E_a's speech half with E_e's expression half.
 //  * training step: the same losses (weighted MSE, L1 on ε, uniform Laplacian via index_add,
-//    L2, usage group lasso), autograd backward, torch::optim::Adam, 16 + 16 frames.
+//    L2, and variant "full"'s subspace-overlap penalty on the speech batch, as ours), autograd
+//    backward, torch::optim::Adam, 16 + 16 frames.
 //  * wav2vec2-base: normalisation, 7 conv layers (GroupNorm on the first, GELU), feature
 //    projection, weight-normalised grouped positional conv, 12 post-norm transformer layers
 //    written out with torch::linear / matmul / softmax / layer_norm (as Hugging Face does).
@@ -268,8 +269,17 @@ struct Fusion {
     auto sp = eps.abs().sum() / B;
     auto lap = laplacian(pred).pow(2).sum() / (V * B);
     auto reg = pred.pow(2).sum() / (V * B);
-    auto usage = (w.pow(2).mean(0) + 1e-8).sqrt().sum();
-    return rec + 0.05 * sp + 1.0 * lap + 1e-4 * reg + 0.05 * usage;
+    auto total = rec + (d == 0 ? 0.2 : 0.02) * sp + 1.0 * lap + 1e-4 * reg;
+    if (d == 0) total = total + 5.0 * overlap();  // once per step, on the speech batch
+    return total;
+  }
+  // Σ_e ‖P_A ê‖² over the unit-normalised columns (loss::cross_domain_overlap, δ = 1e-3).
+  Tensor overlap() const {
+    auto bn = dec_w / (at::linalg_vector_norm(dec_w, 2, at::IntArrayRef{0}, true, c10::nullopt) + 1e-12);
+    auto a = bn.slice(1, 0, S::k_a), e = bn.slice(1, S::k_a, K);
+    auto g = a.t().mm(a) + 1e-3 * torch::eye(S::k_a);
+    auto x = at::linalg_solve(g, a.t().mm(e));
+    return a.mm(x).pow(2).sum();
   }
 };
 
