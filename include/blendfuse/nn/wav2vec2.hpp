@@ -68,6 +68,11 @@
 #include "blendfuse/ops/linear.hpp"
 #include "blendfuse/ops/norm.hpp"
 
+#if defined(BLENDFUSE_WITH_ONEDNN) && __has_include("onednn/onednn.hpp")
+#include "onednn/onednn.hpp"
+#define BLENDFUSE_W2V_HAVE_ONEDNN 1
+#endif
+
 namespace blendfuse::nn {
 
 /// wav2vec 2.0 sizes, with the Hugging Face config.json key names. Defaults: wav2vec2-base.
@@ -428,7 +433,12 @@ class Wav2Vec2Model {
       ops::Conv1dParams p;
       p.stride = cfg_.conv_stride[i];
       TensorB c = ops::conv1d(x, pv(conv_w_[i]), nullptr, p);
-      if (i == 0) c = ops::group_norm(c, c.dim(1), pv(gn_w_), pv(gn_b_), cfg_.group_norm_eps).y;
+      if (i == 0) {
+        if constexpr (std::is_same_v<Backend, Cpu>)
+          c = ops::group_norm(c, c.dim(1), pv(gn_w_), pv(gn_b_), cfg_.group_norm_eps).y;
+        else
+          channel_norm_inplace(c);  // GroupNorm(C, C) without a second 512 × T buffer
+      }
       gelu_inplace(c);
       x = std::move(c);
     }
@@ -706,7 +716,36 @@ class Wav2Vec2Model {
     pos_v_.accumulate(dv);
   }
 
+  /// GroupNorm(C, C) of the first extractor layer in place on contiguous (B, C, T): every channel
+  /// normalised over time (statistics in double, as ops::group_norm), then the affine.
+  void channel_norm_inplace(TensorB& x) const {
+    const Index B = x.dim(0), C = x.dim(1), Tn = x.dim(2);
+    for (Index b = 0; b < B; ++b)
+      for (Index ch = 0; ch < C; ++ch) {
+        T* p = x.data() + (b * C + ch) * Tn;
+        double s = 0, ss = 0;
+        for (Index t = 0; t < Tn; ++t) s += static_cast<double>(p[t]);
+        const double mean = s / static_cast<double>(Tn);
+        for (Index t = 0; t < Tn; ++t) {
+          const double d = static_cast<double>(p[t]) - mean;
+          ss += d * d;
+        }
+        const double rstd = 1.0 / std::sqrt(ss / static_cast<double>(Tn) + cfg_.group_norm_eps);
+        const T a = static_cast<T>(rstd * static_cast<double>(gn_w_.value[ch]));
+        const T c0 = static_cast<T>(static_cast<double>(gn_b_.value[ch]) - mean * rstd * static_cast<double>(gn_w_.value[ch]));
+        for (Index t = 0; t < Tn; ++t) p[t] = a * p[t] + c0;
+      }
+  }
+
+  /// Exact GELU in place on a contiguous tensor (the extractor's activations are the largest
+  /// buffers of the model: 512 × 50·L/320 floats; no second buffer).
   static void gelu_inplace(TensorB& x) {
+#ifdef BLENDFUSE_W2V_HAVE_ONEDNN
+    if constexpr (std::is_same_v<Backend, OneDnn> && std::is_same_v<T, float>) {
+      onednn::detail::eltwise_forward_f32(dnnl::algorithm::eltwise_gelu_erf, x.numel(), x.data(), x.data());
+      return;
+    }
+#endif
     if constexpr (!std::is_same_v<Backend, Cpu>) {
       x = ops::gelu(x);
       return;
@@ -730,12 +769,30 @@ class Wav2Vec2Model {
     return t.reshape({t.dim(0), t.dim(1), H, t.dim(2) / H}).transpose(1, 2);
   }
 
+  /// Inference attention as batched GEMMs + a softmax primitive (non-reference backends: one
+  /// oneDNN matmul over all heads instead of a GEMM per head), q already split into heads.
+  TensorB attention_batched(const TensorB& q, const TensorB& k, const TensorB& v) const {
+    const Index H = cfg_.num_attention_heads, D = cfg_.hidden_size / H;
+    TensorB qh = ops::split_heads(q, H), kh = ops::split_heads(k, H), vh = ops::split_heads(v, H);
+    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(D)));
+    T* qp = qh.data();
+    for (Index i = 0; i < qh.numel(); ++i) qp[i] *= scale;
+    MatmulParams mp;
+    mp.trans_b = true;
+    const TensorB probs = ops::softmax(ops::matmul(qh, kh, mp));  // (B, H, T, T)
+    return ops::matmul(probs, vh);                                 // (B, H, T, D)
+  }
+
   TensorB layer_forward(const Layer& l, const TensorB& x, LayerContext* c) const {
     TensorB q = ops::linear(x, pv(l.q_w), pv(l.q_b));
     TensorB k = ops::linear(x, pv(l.k_w), pv(l.k_b));
     TensorB v = ops::linear(x, pv(l.v_w), pv(l.v_b));
-    SdpaResult<T, Backend> sd = AttentionOp<Backend>::template sdpa_forward<T>(heads(q), heads(k), heads(v), TensorB(),
-                                                                   SdpaParams{}, c != nullptr);
+    SdpaResult<T, Backend> sd;
+    if (!c && !std::is_same_v<Backend, Cpu>)
+      sd.out = attention_batched(q, k, v);
+    else
+      sd = AttentionOp<Backend>::template sdpa_forward<T>(heads(q), heads(k), heads(v), TensorB(), SdpaParams{},
+                                                          c != nullptr);
     TensorB attn = ops::merge_heads(sd.out);
     TensorB h1 = ops::linear(attn, pv(l.o_w), pv(l.o_b));
     add_inplace(h1, x);
