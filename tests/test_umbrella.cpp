@@ -13,3 +13,17 @@ TEST_CASE("umbrella header: core, ops, io, model types are reachable") {
   CHECK_NOTHROW(cfg.apply_variant("paper"));
   CHECK(!compiled_backends().empty());
 }
+
+// README.md's usage snippet, compiled (and run with the shipped audio model on a generated WAV).
+TEST_CASE("umbrella header: the README's audio-model snippet") {
+  using namespace blendfuse;
+  const std::string wav_path = "umbrella_readme_test.wav";
+  std::vector<float> tone(16000);
+  for (std::size_t i = 0; i < tone.size(); ++i) tone[i] = 0.1f * static_cast<float>(std::sin(0.05 * static_cast<double>(i)));
+  io::save_wav(wav_path, tone, 16000);
+  auto speech_model = nn::AudioModel<float>::load(bft::source_path("weights/audio_small.safetensors"));
+  Tensor<float> wav = io::load_wav(wav_path).tensor();
+  Tensor<float> speech = speech_model.predict(wav, speech_model.subject_index("P01"));
+  CHECK(speech.shape() == Shape{30, speech_model.vertices(), 3});
+  std::remove(wav_path.c_str());
+}

@@ -4,7 +4,8 @@
 //
 // Core (tensors, errors, rng), the reference ops with their backward passes, I/O (safetensors,
 // npy, OBJ/PLY, WAV), geometry maps, the dataset loader and procedural generator, the fusion
-// module with its losses and trainer, and metrics. The oneDNN backend is included when the build
+// module with its losses and trainer, the audio model (wav2vec 2.0 + FaceFormer) with its trainer,
+// and metrics. The oneDNN backend is included when the build
 // defines BLENDFUSE_WITH_ONEDNN (CMake option of the same name).
 #pragma once
 
@@ -33,11 +34,15 @@
 #include "blendfuse/data/procedural.hpp"
 
 #include "blendfuse/loss/losses.hpp"
+#include "blendfuse/nn/audio_model.hpp"
 #include "blendfuse/nn/blendshape_decoder.hpp"
 #include "blendfuse/nn/dfm.hpp"
 #include "blendfuse/nn/encoders.hpp"
+#include "blendfuse/nn/faceformer.hpp"
 #include "blendfuse/nn/parameter.hpp"
+#include "blendfuse/nn/wav2vec2.hpp"
 #include "blendfuse/train/adam.hpp"
+#include "blendfuse/train/audio_trainer.hpp"
 #include "blendfuse/train/fusion_trainer.hpp"
 #include "blendfuse/train/progress.hpp"
 
