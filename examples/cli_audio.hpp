@@ -32,7 +32,10 @@ struct TrainAudioArgs {
   std::string data, out, config, checkpoint;
   int epochs = 30;
   Index batch = 4;
-  double lr = 1e-3, max_minutes = 0, scheduled_sampling = 0.5;
+  double lr = 1e-3, max_minutes = 0, scheduled_sampling = 0.5, sampling_ramp = 0.5, lr_final = -1;
+  double lip_weight = 0, gap_weight = 0, gap_delta = 0, velocity_weight = 0, augment_speed = 0, augment_gain = 0;
+  std::string lip_pairs;
+  std::vector<double> speed_perturb;
   std::uint64_t seed = 1;
   bool resume = false, quiet = false;
 };
@@ -47,6 +50,26 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
   c->add_option("--seed", a.seed, "random seed (initialisation, frozen extractor, shuffling)");
   c->add_option("--config", a.config, "JSON with audio model config keys (see docs/audio.md)");
   c->add_option("--scheduled-sampling", a.scheduled_sampling, "final fraction of self-fed decoder inputs (0 = teacher forcing)");
+  c->add_option("--sampling-ramp", a.sampling_ramp, "fraction of the epochs over which the self-fed fraction grows")
+      ->check(CLI::Range(0.0, 1.0));
+  c->add_option("--lr-final", a.lr_final, "cosine learning-rate decay to this value at the last epoch (default: constant lr)");
+  c->add_option("--lip-weight", a.lip_weight, "extra MSE weight of the lip vertices (regions/lips.txt): ω = 1 + W (default 0)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--gap-weight", a.gap_weight, "weight of the lip-gap loss on upper/lower lip vertex pairs (default 0)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--gap-delta", a.gap_delta, "δ (mm) of a pseudo-Huber lip-gap loss: linear beyond δ (default 0: squared)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--lip-pairs", a.lip_pairs, "(P, 2) int32 .npy of upper/lower lip vertices for --gap-weight (default DATA/truth/lip_pairs.npy)");
+  c->add_option("--velocity-weight", a.velocity_weight, "weight of the velocity (frame-difference) loss (default 0)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--augment-speed", a.augment_speed, "random speed change 1 ± A per sequence and epoch (default 0: off)")
+      ->check(CLI::Range(0.0, 0.49));
+  c->add_option("--augment-gain", a.augment_gain, "random per-channel feature gains exp(G·N(0,1)) (default 0: off)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--speed-perturb", a.speed_perturb, "extra training copies with the audio sped up by these factors, "
+                 "target resampled to match, e.g. 0.9,1.1 (default: none)")
+      ->delimiter(',')
+      ->check(CLI::Range(0.5, 2.0));
   c->add_option("--max-minutes", a.max_minutes, "stop after the epoch in which this time budget runs out");
   c->add_option("--checkpoint", a.checkpoint, "checkpoint written after every epoch (default OUT.ckpt)");
   c->add_flag("--resume", a.resume, "continue from the checkpoint if it exists");
@@ -81,7 +104,7 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
         const auto it = std::find(subjects.begin(), subjects.end(), s);
         return it == subjects.end() ? -1 : static_cast<Index>(it - subjects.begin());
       };
-      const auto train = train::load_audio_samples(model, ds, data::Split::Train, style);
+      const auto train = train::load_audio_samples(model, ds, data::Split::Train, style, a.speed_perturb);
       const auto val = train::load_audio_samples(model, ds, data::Split::Val, style);
       Index frames = 0;
       for (const auto& s : train) frames += s.frames();
@@ -96,6 +119,29 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
       tc.lr = a.lr;
       tc.seed = a.seed;
       tc.scheduled_sampling = a.scheduled_sampling;
+      tc.sampling_ramp = a.sampling_ramp;
+      tc.lr_final = a.lr_final;
+      tc.lip_weight = a.lip_weight;
+      tc.gap_weight = a.gap_weight;
+      tc.gap_delta = a.gap_delta;
+      tc.velocity_weight = a.velocity_weight;
+      tc.augment_speed = a.augment_speed;
+      tc.augment_gain = a.augment_gain;
+      tc.lip_vertices = ds.lips;
+      if (a.gap_weight > 0) {
+        const std::string pp = a.lip_pairs.empty() ? a.data + "/truth/lip_pairs.npy" : a.lip_pairs;
+        if (!std::filesystem::exists(pp))
+          throw IoError(pp, "--gap-weight needs the upper/lower lip vertex pairs (a (P, 2) int32 .npy; pass --lip-pairs FILE)");
+        const auto pairs = io::load_npy<std::int32_t>(pp);
+        if (pairs.ndim() != 2 || pairs.dim(1) != 2 || pairs.dim(0) == 0)
+          throw IoError(pp, "lip pairs must be a non-empty (P, 2) array, got " + pairs.shape_string());
+        for (Index i = 0; i < pairs.dim(0); ++i) {
+          if (pairs(i, 0) < 0 || pairs(i, 0) >= ds.num_vertices() || pairs(i, 1) < 0 || pairs(i, 1) >= ds.num_vertices())
+            throw IoError(pp, "lip pair " + std::to_string(i) + " has a vertex out of range for " +
+                                  std::to_string(ds.num_vertices()) + " vertices");
+          tc.lip_pairs.push_back({pairs(i, 0), pairs(i, 1)});
+        }
+      }
       tc.checkpoint = a.checkpoint.empty() ? a.out + ".ckpt" : a.checkpoint;
       tc.resume = a.resume;
       tc.max_seconds = a.max_minutes * 60;
@@ -133,7 +179,7 @@ inline void add_features(CLI::App& app, FeaturesArgs& a, std::function<void()>& 
         const std::string meta = f.meta("wav2vec2_config");
         if (meta.empty())
           throw IoError(a.model, "no 'wav2vec2_config' metadata: pass the model's config.json with --config "
-                                 "(or convert it with scripts/convert_hf_wav2vec2.py)");
+                                 "(or convert it with scripts/convert_wav2vec2.py)");
         try {
           cfg = nn::Wav2Vec2Config::from_json(nlohmann::json::parse(meta), a.model);
         } catch (const nlohmann::json::exception& e) {

@@ -31,6 +31,15 @@ cat >"$T/cfg.json" <<'J'
 J
 expect_ok "train-audio" "$BF" train-audio --data "$T/data" --out "$T/a.safetensors" --config "$T/cfg.json" --epochs 2 --quiet
 [ -s "$T/a.safetensors" ] && ok || bad "train-audio wrote no model"
+expect_ok "train-audio with lip losses" "$BF" train-audio --data "$T/data" --out "$T/l.safetensors" --config "$T/cfg.json" --epochs 2 --quiet \
+  --lip-weight 2 --gap-weight 1 --gap-delta 0.5 --velocity-weight 0.5 --lr-final 1e-4 --sampling-ramp 0.3 --scheduled-sampling 1 \
+  --augment-speed 0.1 --augment-gain 0.1 --speed-perturb 0.9,1.1
+[ -s "$T/l.safetensors" ] && ok || bad "train-audio with lip losses wrote no model"
+expect_err "gap loss without lip pairs" "nope.npy" "$BF" train-audio --data "$T/data" --out "$T/z.safetensors" --config "$T/cfg.json" --epochs 1 --quiet \
+  --gap-weight 1 --lip-pairs "$T/nope.npy"
+expect_err "gap loss with a wrong pairs file" "speech_bases.npy" "$BF" train-audio --data "$T/data" --out "$T/z.safetensors" --config "$T/cfg.json" --epochs 1 --quiet \
+  --gap-weight 1 --lip-pairs "$T/data/truth/speech_bases.npy"
+[ ! -e "$T/z.safetensors" ] && ok || bad "a failed train-audio left a model"
 W=$(ls "$T/data/speech/"*.wav | head -1)
 expect_ok "speak --wav" "$BF" speak --model "$T/a.safetensors" --wav "$W" --out "$T/s.npy"
 expect_ok "speak --stream" "$BF" speak --model "$T/a.safetensors" --wav "$W" --stream --out "$T/s2.npy"

@@ -10,9 +10,23 @@
 // p_e = scheduled_sampling · min(1, e / (epochs / 2)) of the fed-back frames is replaced by the
 // model's own autoregressive prediction (computed without gradient), so the decoder learns to
 // recover from its own errors as it must at inference. The loss is always against the truth.
+// (`sampling_ramp` sets the fraction of the epochs over which p_e grows; 0.5 above.)
+//
+// Loss per sequence (audio_sequence_loss, all terms off by default = plain MSE):
+//   (1/(T·V·3)) Σ_t Σ_k ω_k ‖x̂_tk − x_tk‖²           ω_k = 1 + lip_weight on the lip vertices
+//   + gap_weight · loss::pair_difference_mse           on the upper/lower lip pairs (lip opening;
+//                                                      pair_difference_huber with gap_delta > 0)
+//   + velocity_weight · loss::velocity_mse             frame-to-frame differences
+// each normalised per frame of the Adam step's batch. Optional augmentation (off by default): a
+// random speed change (features and target resampled together) and random per-channel gains of
+// the frozen conv features, drawn per sequence and epoch. The learning rate is constant, or with
+// lr_final < lr follows a cosine from lr (epoch 0) to lr_final (last epoch).
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -22,7 +36,9 @@
 
 #include "blendfuse/data/dataset.hpp"
 #include "blendfuse/io/wav.hpp"
+#include "blendfuse/loss/losses.hpp"
 #include "blendfuse/nn/audio_model.hpp"
+#include "blendfuse/ops/interp.hpp"
 #include "blendfuse/train/adam.hpp"
 #include "blendfuse/train/checkpoint.hpp"
 #include "blendfuse/train/progress.hpp"
@@ -43,6 +59,16 @@ struct AudioTrainConfig {
   double lr = 1e-3;
   std::uint64_t seed = 1;
   double scheduled_sampling = 0.5;  // final fraction of self-fed frames (0: pure teacher forcing)
+  double sampling_ramp = 0.5;       // fraction of the epochs over which that fraction grows from 0
+  double lr_final = -1;             // < 0: constant lr; else cosine decay from lr to lr_final
+  double lip_weight = 0;            // extra MSE weight of the lip vertices (ω = 1 + lip_weight)
+  double gap_weight = 0;            // weight of the lip-gap loss on lip_pairs
+  double gap_delta = 0;             // > 0: pseudo-Huber lip-gap loss with this δ (mm); 0: squared
+  double velocity_weight = 0;       // weight of the velocity (temporal difference) loss
+  double augment_speed = 0;         // > 0: random speed change 1 ± this per sequence and epoch
+  double augment_gain = 0;          // > 0: random per-channel feature gains exp(this · N(0, 1))
+  std::vector<std::int32_t> lip_vertices;                // for lip_weight
+  std::vector<std::array<std::int32_t, 2>> lip_pairs;    // (upper, lower) lip vertices, for gap_weight
   std::string checkpoint;           // written atomically after every epoch when non-empty
   bool resume = false;
   bool progress = interactive_terminal();
@@ -59,9 +85,18 @@ struct AudioEpochStats {
 
 /// Loads the speech sequences of `subjects`' splits that have a .wav and turns them into samples.
 /// `style_of` maps a subject to its style index (-1 allowed for held-out subjects).
+///
+/// Speed perturbation (Ko et al. 2015; Kaldi's 0.9/1.1 copies): for every factor f in `speeds`
+/// each sequence also gives a sample "<name>@speed<f>" whose audio is played f times faster
+/// (resampled from 16000·f Hz to 16 kHz, so tempo, pitch and formants all scale by f, much as
+/// with another speaker) and whose target is resampled in time to round(T / f) frames.
 inline std::vector<AudioSample> load_audio_samples(const nn::AudioModel<float>& model, const data::Dataset& ds,
                                                    data::Split split,
-                                                   const std::function<Index(const std::string&)>& style_of) {
+                                                   const std::function<Index(const std::string&)>& style_of,
+                                                   const std::vector<double>& speeds = {}) {
+  for (double f : speeds)
+    BF_CHECK(f >= 0.5 && f <= 2.0 && std::isfinite(f), ArgumentError, "load_audio_samples: speed factor ", f,
+             " not in [0.5, 2]");
   std::vector<AudioSample> out;
   for (const auto* q : ds.sequences(data::Domain::Speech, split)) {
     if (q->wav_path.empty()) continue;
@@ -75,9 +110,65 @@ inline std::vector<AudioSample> load_audio_samples(const nn::AudioModel<float>& 
       throw IoError(q->wav_path, "audio too short (" + std::to_string(audio.dim(1)) + " samples at 16 kHz)");
     s.features = model.frame_features(audio, Tn);
     s.target = q->deformations.reshape({1, Tn, ds.num_vertices() * 3}).clone();
+    for (double f : speeds) {
+      const int rate = static_cast<int>(std::lround(io::kSpeechSampleRate * f));
+      const std::vector<float> fast = io::resample(a.samples, rate, io::kSpeechSampleRate);
+      if (static_cast<Index>(fast.size()) < model.config().w2v.min_samples()) continue;
+      const Index Tf = std::max<Index>(1, static_cast<Index>(std::llround(static_cast<double>(Tn) / f)));
+      AudioSample p;
+      char tag[32];
+      std::snprintf(tag, sizeof tag, "@speed%g", f);
+      p.name = s.name + tag;
+      p.subject = s.subject;
+      p.features = model.frame_features(Tensor<float>::from({1, static_cast<Index>(fast.size())}, fast), Tf);
+      p.target = ops::interp_linear_ntc(s.target, Tf);
+      out.push_back(std::move(p));
+    }
     out.push_back(std::move(s));
   }
   return out;
+}
+
+/// The loss terms of audio_sequence_loss besides the MSE.
+struct AudioLossTerms {
+  std::vector<double> vertex_weights;                   // (V) MSE weights ω_k; empty: all 1
+  std::vector<std::array<std::int32_t, 2>> pairs;       // lip pairs of the gap loss
+  double gap_weight = 0, gap_delta = 0, velocity_weight = 0;  // gap_delta > 0: pseudo-Huber gap loss
+};
+
+/// Loss of one sequence, out/target (1, T, V·3), normalised by the `batch_frames` frames of the
+/// Adam step: (1/(batch_frames·V·3)) Σ_t Σ_k ω_k ‖out_tk − target_tk‖² + (T/batch_frames) ·
+/// (gap_weight · pair_difference_mse + velocity_weight · velocity_mse). With no extra terms the
+/// value and gradient are those of the plain MSE, bit for bit.
+template <class T>
+loss::LossGrad<T> audio_sequence_loss(const Tensor<T>& out, const Tensor<T>& target, const AudioLossTerms& terms,
+                                      Index batch_frames) {
+  BF_CHECK(out.shape() == target.shape() && out.ndim() == 3 && out.dim(0) == 1, ShapeError,
+           "audio_sequence_loss: output ", out.shape_string(), " vs target ", target.shape_string());
+  const Index Tn = out.dim(1), V3 = out.dim(2);
+  BF_CHECK(terms.vertex_weights.empty() || static_cast<Index>(terms.vertex_weights.size()) * 3 == V3, ShapeError,
+           "audio_sequence_loss: ", terms.vertex_weights.size(), " vertex weights for ", V3 / 3, " vertices");
+  loss::LossGrad<T> r{0, Tensor<T>(out.shape())};
+  const double norm = 1.0 / static_cast<double>(batch_frames * V3);
+  for (Index i = 0; i < out.numel(); ++i) {
+    const double d = static_cast<double>(out[i]) - static_cast<double>(target[i]);
+    const double w = terms.vertex_weights.empty() ? 1.0 : terms.vertex_weights[static_cast<std::size_t>((i % V3) / 3)];
+    r.value += w * d * d * norm;
+    r.grad[i] = static_cast<T>(2.0 * w * d * norm);
+  }
+  const double per_frame = static_cast<double>(Tn) / static_cast<double>(batch_frames);
+  if (terms.gap_weight > 0) {
+    const auto g = terms.gap_delta > 0 ? loss::pair_difference_huber(out, target, terms.pairs, terms.gap_delta)
+                                       : loss::pair_difference_mse(out, target, terms.pairs);
+    r.value += terms.gap_weight * per_frame * g.value;
+    for (Index i = 0; i < out.numel(); ++i) r.grad[i] += static_cast<T>(terms.gap_weight * per_frame * g.grad[i]);
+  }
+  if (terms.velocity_weight > 0) {
+    const auto g = loss::velocity_mse(out, target);
+    r.value += terms.velocity_weight * per_frame * g.value;
+    for (Index i = 0; i < out.numel(); ++i) r.grad[i] += static_cast<T>(terms.velocity_weight * per_frame * g.grad[i]);
+  }
+  return r;
 }
 
 class AudioTrainer {
@@ -88,6 +179,38 @@ class AudioTrainer {
     BF_CHECK(cfg_.epochs >= 0, ArgumentError, "AudioTrainer: epochs must be >= 0");
     BF_CHECK(cfg_.scheduled_sampling >= 0 && cfg_.scheduled_sampling <= 1, ArgumentError,
              "AudioTrainer: scheduled_sampling must be in [0, 1]");
+    BF_CHECK(cfg_.sampling_ramp >= 0 && cfg_.sampling_ramp <= 1, ArgumentError,
+             "AudioTrainer: sampling_ramp must be in [0, 1]");
+    BF_CHECK(cfg_.augment_speed >= 0 && cfg_.augment_speed < 0.5 && cfg_.augment_gain >= 0, ArgumentError,
+             "AudioTrainer: augment_speed must be in [0, 0.5) and augment_gain >= 0");
+    BF_CHECK(cfg_.lip_weight >= 0 && cfg_.gap_weight >= 0 && cfg_.gap_delta >= 0 && cfg_.velocity_weight >= 0, ArgumentError,
+             "AudioTrainer: loss weights must be >= 0");
+    BF_CHECK(cfg_.lip_weight == 0 || !cfg_.lip_vertices.empty(), ArgumentError,
+             "AudioTrainer: lip_weight needs the lip vertices");
+    BF_CHECK(cfg_.gap_weight == 0 || !cfg_.lip_pairs.empty(), ArgumentError,
+             "AudioTrainer: gap_weight needs the upper/lower lip vertex pairs");
+    const Index V = model_.vertices();
+    if (cfg_.lip_weight > 0) {
+      terms_.vertex_weights.assign(static_cast<std::size_t>(V), 1.0);
+      for (auto k : cfg_.lip_vertices) {
+        BF_CHECK(k >= 0 && k < V, ArgumentError, "AudioTrainer: lip vertex ", k, " out of range for ", V, " vertices");
+        terms_.vertex_weights[static_cast<std::size_t>(k)] = 1.0 + cfg_.lip_weight;
+      }
+    }
+    for (const auto& p : cfg_.lip_pairs)
+      BF_CHECK(p[0] >= 0 && p[0] < V && p[1] >= 0 && p[1] < V, ArgumentError, "AudioTrainer: lip pair (", p[0], ", ",
+               p[1], ") out of range for ", V, " vertices");
+    terms_.pairs = cfg_.lip_pairs;
+    terms_.gap_weight = cfg_.gap_weight;
+    terms_.gap_delta = cfg_.gap_delta;
+    terms_.velocity_weight = cfg_.velocity_weight;
+  }
+
+  /// Learning rate of epoch e (0-based): constant, or cosine from lr to lr_final.
+  double lr_at(int e) const {
+    if (cfg_.lr_final < 0 || cfg_.epochs <= 1) return cfg_.lr;
+    const double u = static_cast<double>(e) / static_cast<double>(cfg_.epochs - 1);
+    return cfg_.lr_final + 0.5 * (cfg_.lr - cfg_.lr_final) * (1.0 + std::cos(3.14159265358979323846 * std::min(1.0, u)));
   }
 
   std::vector<AudioEpochStats> fit(const std::vector<AudioSample>& train, const std::vector<AudioSample>& val,
@@ -112,8 +235,9 @@ class AudioTrainer {
       for (Index i = n - 1; i > 0; --i) std::swap(order[static_cast<std::size_t>(i)], order[rng.below(static_cast<std::uint64_t>(i + 1))]);
       AudioEpochStats st;
       st.epoch = epoch_ + 1;
-      const double half = std::max(1.0, cfg_.epochs / 2.0);
-      st.sampling = cfg_.scheduled_sampling * std::min(1.0, static_cast<double>(epoch_) / half);
+      const double ramp = std::max(1.0, cfg_.epochs * cfg_.sampling_ramp);
+      st.sampling = cfg_.scheduled_sampling * std::min(1.0, static_cast<double>(epoch_) / ramp);
+      opt_.config().lr = lr_at(epoch_);
       double sum = 0;
       Index frames = 0;
       for (Index s = 0; s < steps; ++s) {
@@ -165,9 +289,12 @@ class AudioTrainer {
   void load_checkpoint() { epoch_ = train::load_checkpoint(cfg_.checkpoint, model_, opt_); }
 
  private:
-  /// One sequence: forward, MSE (normalised by the batch's element count), backward. Returns the
+  /// One sequence: forward, loss (normalised by the batch's frame count), backward. Returns the
   /// sequence's summed squared error per vertex coordinate (mm² · frames).
-  double step_sample(const AudioSample& x, double sampling, Rng& rng, Index batch_frames) {
+  double step_sample(const AudioSample& orig, double sampling, Rng& rng, Index batch_frames) {
+    AudioSample augmented;
+    if (cfg_.augment_speed > 0 || cfg_.augment_gain > 0) augmented = augment(orig, rng);
+    const AudioSample& x = cfg_.augment_speed > 0 || cfg_.augment_gain > 0 ? augmented : orig;
     const Index Tn = x.frames(), V3 = x.target.dim(2);
     Tensor<float> inputs = x.target;
     if (sampling > 0) {
@@ -178,16 +305,40 @@ class AudioTrainer {
     }
     nn::AudioModel<float>::Context ctx;
     const Tensor<float> out = model_.forward(x.features, inputs, x.subject, &ctx);
-    Tensor<float> dout(out.shape());
-    const double norm = 1.0 / static_cast<double>(batch_frames * V3);
     double sq = 0;
     for (Index i = 0; i < out.numel(); ++i) {
       const double d = static_cast<double>(out[i]) - static_cast<double>(x.target[i]);
       sq += d * d;
-      dout[i] = static_cast<float>(2.0 * d * norm);
     }
-    model_.backward(ctx, dout);
-    return sq / static_cast<double>(V3);
+    model_.backward(ctx, audio_sequence_loss(out, x.target, terms_, batch_frames).grad);
+    return sq / static_cast<double>(V3) * static_cast<double>(orig.frames()) / static_cast<double>(Tn);
+  }
+
+  /// Augmentation of one training sequence (drawn from the epoch's rng): speed s = 1 ± augment_speed
+  /// (uniform) resamples features and target together to round(T / s) frames (linear, as the
+  /// 50 Hz → fps resampling); per-channel feature gains exp(augment_gain · N(0, 1)).
+  AudioSample augment(const AudioSample& x, Rng& rng) const {
+    AudioSample a;
+    a.name = x.name;
+    a.subject = x.subject;
+    a.features = x.features;
+    a.target = x.target;
+    if (cfg_.augment_speed > 0) {
+      const double speed = 1.0 + cfg_.augment_speed * (2.0 * rng.uniform() - 1.0);
+      const Index Tn = std::max<Index>(2, static_cast<Index>(std::llround(static_cast<double>(x.frames()) / speed)));
+      a.features = ops::interp_linear_ntc(x.features, Tn);
+      a.target = ops::interp_linear_ntc(x.target, Tn);
+    }
+    if (cfg_.augment_gain > 0) {
+      const Index C = a.features.dim(2), Tn = a.features.dim(1);
+      std::vector<float> g(static_cast<std::size_t>(C));
+      for (auto& v : g) v = static_cast<float>(std::exp(cfg_.augment_gain * rng.normal()));
+      Tensor<float> f = a.features.clone();
+      for (Index t = 0; t < Tn; ++t)
+        for (Index c = 0; c < C; ++c) f[t * C + c] *= g[static_cast<std::size_t>(c)];
+      a.features = std::move(f);
+    }
+    return a;
   }
 
   static std::string fmt(double v) {
@@ -199,6 +350,7 @@ class AudioTrainer {
   nn::AudioModel<float>& model_;
   AudioTrainConfig cfg_;
   Adam<float> opt_;
+  AudioLossTerms terms_;
   int epoch_ = 0;
 };
 
