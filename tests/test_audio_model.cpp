@@ -3,6 +3,7 @@
 // streaming == offline-windowed for any chunking with the stated latency, 2000+ frame generation,
 // file round trip and load errors.
 #include "test_util.hpp"
+#include "audio_test_util.hpp"
 
 #include <cmath>
 #include <filesystem>
@@ -27,21 +28,7 @@ std::filesystem::path temp_dir() {
 AudioModelConfig tiny_config(Index n_subjects = 2) {
   std::vector<std::string> subjects;
   for (Index i = 0; i < n_subjects; ++i) subjects.push_back("S" + std::to_string(i));
-  AudioModelConfig c = AudioModelConfig::small(4, subjects);
-  c.w2v.conv_dim = {6, 6};
-  c.w2v.conv_kernel = {40, 8};
-  c.w2v.conv_stride = {40, 8};
-  c.w2v.hidden_size = 8;
-  c.w2v.num_hidden_layers = 1;
-  c.w2v.num_attention_heads = 2;
-  c.w2v.intermediate_size = 8;
-  c.w2v.num_conv_pos_embeddings = 4;
-  c.w2v.num_conv_pos_embedding_groups = 2;
-  c.decoder.feature_dim = 8;
-  c.decoder.num_heads = 2;
-  c.decoder.dim_feedforward = 8;
-  c.decoder.period = 5;
-  c.decoder.audio_dim = 8;
+  AudioModelConfig c = bft::tiny_audio_config(4, subjects);
   c.stream_left_context = 0.5;
   c.stream_block = 3;
   c.stream_lookahead = 0.1;

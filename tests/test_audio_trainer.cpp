@@ -3,6 +3,7 @@
 // default loss being the plain MSE bit for bit, option checks, and exact resume (2 epochs == 1 epoch + resume 1 epoch,
 // with every loss term, the lr schedule, scheduled sampling and augmentation on).
 #include "test_util.hpp"
+#include "audio_test_util.hpp"
 
 #include <filesystem>
 #include <string>
@@ -40,22 +41,7 @@ const std::vector<std::array<std::int32_t, 2>> kPairs = {{0, 3}, {1, 4}, {2, 2},
 
 /// Tiny model: 2 conv layers (stride 320), E = 8, one layer, 6 vertices.
 AudioModelConfig tiny_config() {
-  AudioModelConfig c = AudioModelConfig::small(6, {"S0", "S1"});
-  c.w2v.conv_dim = {6, 6};
-  c.w2v.conv_kernel = {40, 8};
-  c.w2v.conv_stride = {40, 8};
-  c.w2v.hidden_size = 8;
-  c.w2v.num_hidden_layers = 1;
-  c.w2v.num_attention_heads = 2;
-  c.w2v.intermediate_size = 8;
-  c.w2v.num_conv_pos_embeddings = 4;
-  c.w2v.num_conv_pos_embedding_groups = 2;
-  c.decoder.feature_dim = 8;
-  c.decoder.num_heads = 2;
-  c.decoder.dim_feedforward = 8;
-  c.decoder.period = 5;
-  c.decoder.audio_dim = 8;
-  return c;
+  return bft::tiny_audio_config(6, {"S0", "S1"});
 }
 
 std::vector<train::AudioSample> random_samples(const AudioModel<float>& m, int n) {

@@ -37,17 +37,6 @@ CT rand_cpu(const Shape& s, Rng& rng, double stddev = 1.0, double mean = 0.0) {
 
 DT dnn(const CT& t) { return onednn::to_onednn(t); }
 
-/// NMSE of `got` against the reference `ref` (absolute squared error when ref is all zeros).
-double nmse(const CT& ref, const CT& got) {
-  double num = 0, den = 0;
-  for (Index i = 0; i < ref.numel(); ++i) {
-    const double d = static_cast<double>(got[i]) - static_cast<double>(ref[i]);
-    num += d * d;
-    den += static_cast<double>(ref[i]) * static_cast<double>(ref[i]);
-  }
-  return den > 0 ? num / den : num;
-}
-
 bool all_finite(const CT& t) {
   for (Index i = 0; i < t.numel(); ++i)
     if (!std::isfinite(t[i])) return false;
@@ -63,7 +52,7 @@ void expect_match(const std::string& repro, const std::string& what, const CT& r
                   " vs reference ", refc.shape_string());
   CHECK_MESSAGE(all_finite(got), repro, " [", what, "]: oneDNN output has NaN/Inf");
   CHECK_MESSAGE(all_finite(refc), repro, " [", what, "]: reference output has NaN/Inf");
-  const double e = nmse(refc, got);
+  const double e = bft::nmse(refc, got);
   CHECK_MESSAGE(e < bound, repro, " [", what, "]: NMSE ", e, " >= ", bound);
 }
 

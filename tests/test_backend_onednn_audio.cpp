@@ -21,15 +21,6 @@ namespace {
 using CT = Tensor<float, Cpu>;
 using DT = Tensor<float, OneDnn>;
 
-double nmse(const CT& ref, const CT& got) {
-  double num = 0, den = 0;
-  for (Index i = 0; i < ref.numel(); ++i) {
-    const double d = static_cast<double>(got[i]) - static_cast<double>(ref[i]);
-    num += d * d;
-    den += static_cast<double>(ref[i]) * static_cast<double>(ref[i]);
-  }
-  return den > 0 ? num / den : num;
-}
 
 void expect_match(const std::string& what, const CT& ref, const CT& got, double bound) {
   REQUIRE_MESSAGE(got.shape() == ref.shape(), what, ": shape ", got.shape_string(), " vs ", ref.shape_string());
@@ -46,7 +37,7 @@ void expect_match(const std::string& what, const CT& ref, const CT& got, double 
     CHECK_MESSAGE(maxdiff < 1e-5, what, ": reference ~0 (rms ", rms, "), max |diff| ", maxdiff);
     return;
   }
-  const double e = nmse(ref.contiguous(), got.contiguous());
+  const double e = bft::nmse(ref, got);
   CHECK_MESSAGE(e < bound, what, ": NMSE ", e, " >= ", bound);
 }
 

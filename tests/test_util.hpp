@@ -45,6 +45,21 @@ double closeness(const Tensor<T>& a, const Tensor<U>& b, double rtol, double ato
   return worst;
 }
 
+/// NMSE of `got` against the reference `ref`: Σ(got − ref)² / Σref² (the absolute squared error
+/// when ref is all zeros), over contiguous copies of the same shape.
+template <class T, class U>
+double nmse(const Tensor<T>& ref, const Tensor<U>& got) {
+  const auto r = ref.contiguous();
+  const auto g = got.contiguous();
+  double num = 0, den = 0;
+  for (Index i = 0; i < r.numel(); ++i) {
+    const double d = static_cast<double>(g[i]) - static_cast<double>(r[i]);
+    num += d * d;
+    den += static_cast<double>(r[i]) * static_cast<double>(r[i]);
+  }
+  return den > 0 ? num / den : num;
+}
+
 /// CHECKs that `a` matches `b` element-wise within atol + rtol·|b|.
 #define BFT_CHECK_CLOSE(a, b, rtol, atol)                                                  \
   do {                                                                                     \
