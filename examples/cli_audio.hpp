@@ -209,6 +209,11 @@ struct SpeakArgs {
   int rate = 175;
   double intensity = 1.0;
   bool stream = false;
+#ifdef BLENDFUSE_WITH_ONEDNN
+  std::string backend = "onednn";
+#else
+  std::string backend = "cpu";
+#endif
 };
 
 /// Template of `subject`: from --data when given, else from the model file.
@@ -242,6 +247,8 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
   c->add_option("--template", a.templ, "subject whose neutral face is animated (default: --subject)");
   c->add_option("--data", a.data, "dataset folder for templates (default: the templates stored in the model)");
   c->add_flag("--stream", a.stream, "run the streaming path (bounded latency) instead of the offline one");
+  c->add_option("--backend", a.backend, "backend of the wav2vec 2.0 encoder: cpu (reference) or onednn (default when built)")
+      ->check(CLI::IsMember({"cpu", "onednn"}));
   c->add_option("--fusion", a.fusion, "fusion model (.safetensors) to add an emotion");
   c->add_option("--expression", a.expression, "expression sequence .npy (T,V,3) absolute positions, time-stretched");
   c->add_option("--intensity", a.intensity, "scale of the expression weights");
@@ -280,8 +287,20 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
         if (static_cast<Index>(samples.size()) < model.config().w2v.min_samples())
           throw IoError(a.wav, "audio too short: " + std::to_string(samples.size()) + " samples at 16 kHz");
       }
-      Tensor<float> def = a.stream ? model.predict_streaming(samples, style)
-                                   : model.predict(Tensor<float>::from({static_cast<Index>(samples.size())}, samples), style);
+      auto run_model = [&](const auto& m) {
+        return a.stream ? m.predict_streaming(samples, style)
+                        : m.predict(Tensor<float>::from({static_cast<Index>(samples.size())}, samples), style);
+      };
+      Tensor<float> def;
+      if (a.backend == "onednn") {
+#ifdef BLENDFUSE_WITH_ONEDNN
+        def = run_model(nn::AudioModel<float, OneDnn>::load(a.model));  // encoder on oneDNN
+#else
+        throw ArgumentError("speak --backend onednn: this build has no oneDNN backend (BLENDFUSE_WITH_ONEDNN=OFF)");
+#endif
+      } else {
+        def = run_model(model);
+      }
       const Index T = def.dim(0), V = model.vertices();
       if (fusion) {
         const Tensor<float> epos = io::load_vertex_sequence(a.expression, V);

@@ -43,6 +43,9 @@ expect_err "gap loss with a wrong pairs file" "speech_bases.npy" "$BF" train-aud
 W=$(ls "$T/data/speech/"*.wav | head -1)
 expect_ok "speak --wav" "$BF" speak --model "$T/a.safetensors" --wav "$W" --out "$T/s.npy"
 expect_ok "speak --stream" "$BF" speak --model "$T/a.safetensors" --wav "$W" --stream --out "$T/s2.npy"
+expect_ok "speak --backend cpu" "$BF" speak --model "$T/a.safetensors" --wav "$W" --backend cpu --out "$T/s3.npy"
+[ "$(wc -c < "$T/s3.npy")" = "$(wc -c < "$T/s.npy")" ] && ok || bad "speak --backend cpu: output size differs"
+expect_err "bad backend" "--backend" "$BF" speak --model "$T/a.safetensors" --wav "$W" --backend gpu --out "$T/x.npy"
 expect_ok "speak --text" "$BF" speak --model "$T/a.safetensors" --text "Bob bought maybe five apples." --out "$T/t.npy" --out-wav "$T/t.wav"
 [ -s "$T/s.npy" ] && [ -s "$T/s2.npy" ] && [ -s "$T/t.npy" ] && [ -s "$T/t.wav" ] && ok || bad "speak outputs missing"
 expect_ok "eval-audio" "$BF" eval-audio --model "$T/a.safetensors" --data "$T/data" --json
