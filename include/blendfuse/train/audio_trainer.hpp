@@ -256,11 +256,7 @@ class AudioTrainer {
       st.train_mse = sum / static_cast<double>(std::max<Index>(frames, 1));
       st.val_mse = validate(val);
       st.seconds = Progress::seconds_since(t0);
-      if (!cfg_.checkpoint.empty())  // records the epochs completed, this one included
-        train::save_checkpoint(cfg_.checkpoint, model_, opt_, epoch_ + 1, cfg_.seed);
-      out.push_back(st);
-      if (on_epoch) on_epoch(st);
-      if (cfg_.max_seconds > 0 && Progress::seconds_since(start) > cfg_.max_seconds) {
+      if (train::finish_epoch(cfg_, model_, opt_, epoch_, st, out, on_epoch, Progress::seconds_since(start))) {
         ++epoch_;
         break;
       }

@@ -2,7 +2,9 @@
 // with config metadata), the Adam state and the epoch, written atomically in one file.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "blendfuse/io/safetensors.hpp"
 #include "blendfuse/train/adam.hpp"
@@ -30,13 +32,28 @@ int load_checkpoint(const std::string& path, Model& model, Adam<T>& opt) {
     throw IoError(path, "checkpoint was made with a different model config");
   auto src = loaded.parameters();
   auto dst = model.parameters();
-  for (std::size_t i = 0; i < dst.size(); ++i) dst[i]->value = src[i]->value.clone();
+  for (std::size_t i = 0; i < dst.size(); ++i) {
+    dst[i]->value = src[i]->value.clone();
+    dst[i]->touch();  // caches derived from the value (frozen oneDNN weights) must refresh
+  }
   opt.load_state(f);
   try {
     return std::stoi(f.meta("train.epoch", "0"));
   } catch (const std::exception&) {
     throw IoError(path, "metadata 'train.epoch' is not an integer");
   }
+}
+
+/// The end of an epoch, shared by the trainers: writes the checkpoint (when cfg.checkpoint is set;
+/// it records the epochs completed, `epoch` included), appends `st` to `out`, calls `on_epoch`,
+/// and returns true when the time budget cfg.max_seconds (> 0) is spent after `elapsed` seconds.
+template <class Config, class Model, class T, class Stats>
+bool finish_epoch(const Config& cfg, Model& model, const Adam<T>& opt, int epoch, const Stats& st,
+                  std::vector<Stats>& out, const std::function<void(const Stats&)>& on_epoch, double elapsed) {
+  if (!cfg.checkpoint.empty()) save_checkpoint(cfg.checkpoint, model, opt, epoch + 1, cfg.seed);
+  out.push_back(st);
+  if (on_epoch) on_epoch(st);
+  return cfg.max_seconds > 0 && elapsed > cfg.max_seconds;
 }
 
 }  // namespace blendfuse::train

@@ -97,11 +97,7 @@ class FusionTrainer {
       scale(st.train, 1.0 / static_cast<double>(steps));
       st.val = validate(speech_val, expression_val, vertex_weights);
       st.seconds = Progress::seconds_since(t0);
-      if (!cfg_.checkpoint.empty())  // records the epochs completed, this one included
-        train::save_checkpoint(cfg_.checkpoint, model_, opt_, epoch_ + 1, cfg_.seed);
-      out.push_back(st);
-      if (on_epoch) on_epoch(st);
-      if (cfg_.max_seconds > 0 && Progress::seconds_since(start) > cfg_.max_seconds) {
+      if (train::finish_epoch(cfg_, model_, opt_, epoch_, st, out, on_epoch, Progress::seconds_since(start))) {
         ++epoch_;
         break;
       }
