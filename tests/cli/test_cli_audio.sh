@@ -2,16 +2,7 @@
 # End-to-end test of the audio commands on a tiny procedural dataset with espeak-ng speech,
 # including bad inputs. Without libespeak-ng only the clear --audio error is checked.
 # usage: test_cli_audio.sh path/to/blendfuse
-set -u
-BF=$1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-export OMP_NUM_THREADS=1
-fails=0; passes=0
-ok()   { passes=$((passes+1)); }
-bad()  { echo "FAIL: $*"; fails=$((fails+1)); }
-expect_ok()  { local d=$1; shift; if "$@" >"$T/out.txt" 2>&1; then ok; else bad "$d"; cat "$T/out.txt"; fi; }
-expect_err() { local d=$1 n=$2; shift 2; if "$@" >"$T/out.txt" 2>&1; then bad "$d (succeeded)"; elif grep -qF -- "$n" "$T/out.txt"; then ok; else bad "$d (message lacks '$n')"; cat "$T/out.txt"; fi; }
+. "$(dirname "$0")/lib.sh"
 
 if ! "$BF" gen-data --tiny --audio --out "$T/data" --seed 3 >"$T/out.txt" 2>&1; then
   if grep -qF "needs libespeak-ng" "$T/out.txt"; then echo "no libespeak-ng: checked the --audio error only"; exit 0; fi

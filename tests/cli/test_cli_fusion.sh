@@ -1,17 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of the fusion commands on a tiny procedural dataset, including bad inputs.
 # usage: test_cli_fusion.sh path/to/blendfuse
-set -u
-BF=$1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-export OMP_NUM_THREADS=1
-fails=0; passes=0
-ok()   { passes=$((passes+1)); }
-bad()  { echo "FAIL: $*"; fails=$((fails+1)); }
-expect_ok()  { local d=$1; shift; if "$@" >"$T/out.txt" 2>&1; then ok; else bad "$d"; cat "$T/out.txt"; fi; }
-# expect_err DESC NEEDLE cmd...: must exit non-zero and print NEEDLE
-expect_err() { local d=$1 n=$2; shift 2; if "$@" >"$T/out.txt" 2>&1; then bad "$d (succeeded)"; elif grep -qF -- "$n" "$T/out.txt"; then ok; else bad "$d (message lacks '$n')"; cat "$T/out.txt"; fi; }
+. "$(dirname "$0")/lib.sh"
 
 cat >"$T/cfg.json" <<'J'
 {"map_size": 16, "channels": [4, 8], "k_a": 4, "k_e": 4}
