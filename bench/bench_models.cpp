@@ -215,7 +215,7 @@ void pipeline(benchmark::State& st, bool base) {
   Tensor<float> audio({1, L});
   Rng rng(9);
   fill_normal(audio, rng, 0.1);
-  const Index frames = am.frames_for(L), V = bfbench::FusionScale::vertices, chunk = 32;
+  const Index frames = am.frames_for(L), chunk = 32;
   const auto expression = deformations<B>(frames, 15);
   Index done = 0;
   auto run = [&] {
@@ -233,7 +233,6 @@ void pipeline(benchmark::State& st, bool base) {
   for (auto _ : st) run();
   st.counters["fps"] = benchmark::Counter(static_cast<double>(done), benchmark::Counter::kIsIterationInvariantRate);
   st.counters["frames"] = static_cast<double>(done);
-  (void)V;
 }
 
 template <class B>
