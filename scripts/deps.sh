@@ -5,7 +5,9 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config ccache
       libeigen3-dev libxtensor-dev libdnnl-dev doctest-dev libbenchmark-dev nlohmann-json3-dev
-      libsndfile1-dev libsoxr-dev libcli11-dev libespeak-ng-dev espeak-ng-data)
+      libsndfile1-dev libsoxr-dev libcli11-dev libespeak-ng-dev espeak-ng-data
+      ocl-icd-opencl-dev   # oneDNN's CMake config looks OpenCL up (REQUIRED); libdnnl-dev only recommends it
+      libpng-dev ffmpeg)   # blendfuse render: PNG contact sheets, MP4 (H.264 + AAC) through ffmpeg
 
 missing=()
 for p in "${PKGS[@]}"; do
