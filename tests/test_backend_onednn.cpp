@@ -121,10 +121,16 @@ TEST_CASE("onednn conv2d forward and backward match the reference (plain and blo
       const auto g = ops::detail::conv_geometry("conv2d", 2, c.xs, c.ws, c.p.stride.data(), c.p.padding.data(),
                                                 c.p.dilation.data(), c.p.groups);
       namespace od = onednn::detail;
-      CHECK_MESSAGE((od::conv_blocked_candidate(g, 2, false) && od::conv_blk_fwd(g, c.bias, false)->ok) ==
-                        (c.blocked >= 1), r, ": forward route");
-      CHECK_MESSAGE((od::conv_blocked_candidate(g, 2, true) && od::conv_blk_bwd(g, c.bias)->ok) ==
-                        (c.blocked == 2), r, ": backward route");
+      // Our own eligibility rule (shapes only) is the same on every CPU: assert it. Whether
+      // oneDNN then has a JIT kernel for the blocked layout depends on the ISA (on AVX-512 it
+      // blocks by 16 and some of these shapes have none): report it, never assert it — the
+      // numbers below are checked on whichever route was taken.
+      CHECK_MESSAGE(od::conv_blocked_candidate(g, 2, false) == (c.blocked >= 1), r, ": forward eligibility");
+      CHECK_MESSAGE(od::conv_blocked_candidate(g, 2, true) == (c.blocked == 2), r, ": backward eligibility");
+      if (c.blocked >= 1 && !od::conv_blk_fwd(g, c.bias, false)->ok)
+        MESSAGE(r, ": blocked forward route not available on this ISA (no JIT kernel); plain route checked");
+      if (c.blocked == 2 && !od::conv_blk_bwd(g, c.bias)->ok)
+        MESSAGE(r, ": blocked backward route not available on this ISA (no JIT kernel); plain route checked");
     }
     Rng rng(seed++);
     const CT x = rand_cpu(c.xs, rng), w = rand_cpu(c.ws, rng), b = rand_cpu({c.ws[0]}, rng);
@@ -577,7 +583,7 @@ TEST_CASE("onednn conv encoder training (blocked layouts at batch >= 4, plain be
       {5, 20, {8, 16, 24}, true},    // odd maps: 20 → 10 → 5 → 3
       {4, 16, {16, 32}, true},
       {2, 20, {8, 16, 24}, false},   // batch < 4: plain path
-      {5, 12, {6, 12, 16}, false},   // channels not multiples of 8: oneDNN 2.6 has no JIT
+      {5, 12, {6, 12, 16}, true},    // channels not multiples of 8: on AVX2 oneDNN 2.6 has no JIT
                                      // backward-weights kernel (ref:any), so the plain path
   };
   std::uint64_t seed = 1000;
@@ -610,7 +616,11 @@ TEST_CASE("onednn conv encoder training (blocked layouts at batch >= 4, plain be
       nn::ConvInReluEncoder<float, OneDnn>::Context cd;
       const CT yr = ref.forward(x, &cr);
       const DT yd = dm.forward(dnn(x), &cd);
-      CHECK_MESSAGE((cd.blocked != nullptr) == c.blocked, r, ": blocked path ", (cd.blocked != nullptr));
+      // Which path runs depends on the kernels oneDNN has for this ISA: report it, assert only
+      // what our own code decides (batch < 4 never takes the blocked path) and the numbers.
+      if (!c.blocked) CHECK_MESSAGE(cd.blocked == nullptr, r, ": blocked path at batch < 4");
+      if (call == 0 && c.blocked && cd.blocked == nullptr)
+        MESSAGE(r, ": blocked training path not available on this ISA; plain path checked");
       expect_match(r, "out", yr, yd, 1e-6);
       ref.backward(cr, dout);
       dm.backward(cd, dnn(dout));
