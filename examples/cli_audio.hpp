@@ -208,7 +208,7 @@ struct SpeakArgs {
   std::string model, wav, text, subject, templ, data, out, out_wav, voice = "en+m3", fusion, expression;
   int rate = 175;
   double intensity = 1.0;
-  bool stream = false;
+  bool stream = false, naive = false;
 #ifdef BLENDFUSE_WITH_ONEDNN
   std::string backend = "onednn";
 #else
@@ -252,12 +252,14 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
   c->add_option("--fusion", a.fusion, "fusion model (.safetensors) to add an emotion");
   c->add_option("--expression", a.expression, "expression sequence .npy (T,V,3) absolute positions, time-stretched");
   c->add_option("--intensity", a.intensity, "scale of the expression weights");
+  c->add_flag("--naive", a.naive, "with --expression: the naive sum of speech and expression deformations (no fusion model; the baseline)");
   c->add_option("--out", a.out, "output .npy (T,V,3) absolute positions")->required();
   c->callback([&] {
     run = [&] {
       if (a.wav.empty() && a.text.empty()) throw ArgumentError("speak: give --wav FILE or --text \"...\"");
-      if (a.fusion.empty() != a.expression.empty())
-        throw ArgumentError("speak: --fusion and --expression go together");
+      if (a.naive ? (a.expression.empty() || !a.fusion.empty()) : (a.fusion.empty() != a.expression.empty()))
+        throw ArgumentError(a.naive ? "speak --naive: give --expression (and no --fusion)"
+                                    : "speak: --fusion and --expression go together");
       const auto model = load_audio_model(a.model);
       const std::string subject = a.subject.empty() ? model.config().subjects.front() : a.subject;
       const Index style = model.subject_index(subject);
@@ -302,7 +304,7 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
         def = run_model(model);
       }
       const Index T = def.dim(0), V = model.vertices();
-      if (fusion) {
+      if (fusion || a.naive) {
         const Tensor<float> epos = io::load_vertex_sequence(a.expression, V);
         const std::string stem = std::filesystem::path(a.expression).stem().string();
         std::set<std::string> known;
@@ -320,14 +322,20 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
         const Index Te = edef.dim(0);
         for (Index f = 0; f < Te; ++f)
           for (Index i = 0; i < V * 3; ++i) edef[f * V * 3 + i] -= etmpl[i];
-        def = fusion->fuse(def, metrics::stretch_to(edef, T), a.intensity);
+        if (a.naive) {
+          const Tensor<float> e = metrics::stretch_to(edef, T);
+          for (Index i = 0; i < def.numel(); ++i) def[i] += static_cast<float>(a.intensity) * e[i];
+        } else {
+          def = fusion->fuse(def, metrics::stretch_to(edef, T), a.intensity);
+        }
       }
       for (Index f = 0; f < T; ++f)
         for (Index i = 0; i < V * 3; ++i) def[f * V * 3 + i] += tmpl[i];
       io::save_npy(a.out, def);
       std::printf("speak: wrote %s (%lld frames, %.2f s, style %s%s%s)\n", a.out.c_str(), static_cast<long long>(T),
                   static_cast<double>(samples.size()) / io::kSpeechSampleRate, subject.c_str(),
-                  a.stream ? ", streaming" : "", fusion ? ", with expression" : "");
+                  a.stream ? ", streaming" : "",
+                  fusion ? ", with expression" : a.naive ? ", naive sum with expression" : "");
     };
   });
 }
