@@ -8,7 +8,9 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "blendfuse/core/error.hpp"
 #include "blendfuse/data/dataset.hpp"
@@ -149,11 +151,12 @@ class PanelRenderer {
     mesh_.tint = tint;
     mesh_.num_vertices = V;
   }
-  Image render(const float* positions) {
+  /// Draws the face into `canvas` with the viewport's top-left corner at (x, y).
+  void render(const float* positions, Image& canvas, int x, int y) {
     mesh_.positions = positions;
     rast_.clear(hi_, style_);
     rast_.draw(hi_, cam_, mesh_, style_);
-    return hi_.downsample(aa_);
+    hi_.downsample_into(canvas, x, y, aa_);
   }
 
  private:
@@ -241,9 +244,9 @@ RenderReport render_to_file(const RenderRequest& rq) {
   const std::string vsrc = fs::path(tpath).filename().string();
   if (V == 0) throw IoError(tpath, "template mesh has no vertices");
   if (mesh.num_faces() == 0) throw IoError(tpath, "template mesh has no faces");
-  std::vector<float> tint(V, 0.0f);
+  std::vector<std::int32_t> lips;
   if (data::detail::is_file(lips_path)) {
-    for (auto i : data::load_index_file(lips_path, static_cast<Index>(V), vsrc)) tint[static_cast<std::size_t>(i)] = 1.0f;
+    lips = data::load_index_file(lips_path, static_cast<Index>(V), vsrc);
   } else {
     std::fprintf(stderr, "render: note: %s not found; the lips are not tinted\n", lips_path.c_str());
   }
@@ -345,18 +348,50 @@ RenderReport render_to_file(const RenderRequest& rq) {
   if (W > 16384 || H > 16384)
     throw ArgumentError("render: the output would be " + std::to_string(W) + "x" + std::to_string(H) +
                         " pixels (limit 16384 per side); use a smaller --size or fewer --frames/--in");
-  PanelRenderer panel(L, rq.antialias, box, mesh.faces.data(), static_cast<std::size_t>(mesh.num_faces()), tint.data(), V, style);
+  MeshView base_mesh{base_v.data(), V, mesh.faces.data(), static_cast<std::size_t>(mesh.num_faces()), nullptr};
+  const std::vector<float> lip_w = region_weights(base_mesh, lips);
+  std::vector<PanelRenderer> panels;
+  for (int c = 0; c < n; ++c)
+    panels.emplace_back(L, rq.antialias, box, mesh.faces.data(), static_cast<std::size_t>(mesh.num_faces()), lip_w.data(), V, style);
   Image canvas(W, H, style.background);
   InterruptGuard interrupt;
   RenderReport rep;
   rep.width = W;
   rep.height = H;
-  auto draw_cell = [&](int col, int py, long t) {
-    const int px = col * size;
-    const Image face = panel.render(inputs[static_cast<std::size_t>(col)].frame(t, V));
-    canvas.blit(face, px, py + L.vp_y);
-    draw_time(canvas, L, px, py, t, inputs[static_cast<std::size_t>(col)].T, T, rq.fps);
-    if (col > 0) canvas.fill_rect(px, py, 1, size, kSeparator);
+  // One row of panels (frame t at canvas row py); the columns render on parallel threads.
+  const int threads = std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, n);
+  auto draw_row = [&](int py, long t) {
+    auto column = [&](int c) {
+      const int px = c * size;
+      const Input& in = inputs[static_cast<std::size_t>(c)];
+      panels[static_cast<std::size_t>(c)].render(in.frame(t, V), canvas, px, py + L.vp_y);
+      draw_time(canvas, L, px, py, t, in.T, T, rq.fps);
+      if (c > 0) canvas.fill_rect(px, py, 1, size, kSeparator);
+    };
+    if (threads <= 1) {
+      for (int c = 0; c < n; ++c) column(c);
+      return;
+    }
+    std::vector<std::thread> pool;
+    std::exception_ptr err;
+    std::mutex mu;
+    for (int k = 1; k < threads; ++k)
+      pool.emplace_back([&, k] {
+        try {
+          for (int c = k; c < n; c += threads) column(c);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mu);
+          err = std::current_exception();
+        }
+      });
+    try {
+      for (int c = 0; c < n; c += threads) column(c);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      err = std::current_exception();
+    }
+    for (auto& th : pool) th.join();
+    if (err) std::rethrow_exception(err);
   };
   if (video) {
     for (int c = 0; c < n; ++c) draw_caption(canvas, L, c * size, 0, inputs[static_cast<std::size_t>(c)].caption);
@@ -364,7 +399,7 @@ RenderReport render_to_file(const RenderRequest& rq) {
     train::Progress bar("render", T, rq.progress && train::interactive_terminal());
     for (long t = 0; t < T; ++t) {
       interrupt.check(rq.out);
-      for (int c = 0; c < n; ++c) draw_cell(c, 0, t);
+      draw_row(0, t);
       writer.write(canvas);
       bar.update(t + 1);
     }
@@ -377,10 +412,8 @@ RenderReport render_to_file(const RenderRequest& rq) {
     for (std::size_t r = 0; r < rows.size(); ++r) {
       interrupt.check(rq.out);
       const int py = static_cast<int>(r) * size;
-      for (int c = 0; c < n; ++c) {
-        draw_caption(canvas, L, c * size, py, inputs[static_cast<std::size_t>(c)].caption);
-        draw_cell(c, py, rows[r]);
-      }
+      for (int c = 0; c < n; ++c) draw_caption(canvas, L, c * size, py, inputs[static_cast<std::size_t>(c)].caption);
+      draw_row(py, rows[r]);
       if (r > 0) canvas.fill_rect(0, py, W, 1, kSeparator);
       bar.update(static_cast<long>(r + 1));
     }

@@ -46,27 +46,48 @@ void Image::blit(const Image& src, int x, int y) {
 }
 
 Image Image::downsample(int f) const {
+  Image out(w_ / std::max(f, 1), h_ / std::max(f, 1));
+  downsample_into(out, 0, 0, f);
+  return out;
+}
+
+void Image::downsample_into(Image& dst, int dx, int dy, int f) const {
   BF_CHECK(f >= 1 && w_ % f == 0 && h_ % f == 0, ArgumentError, "Image::downsample: ", w_, "x", h_,
            " is not a multiple of ", f);
-  if (f == 1) return *this;
-  Image out(w_ / f, h_ / f);
-  const unsigned n = static_cast<unsigned>(f * f), half = n / 2;
-  std::vector<unsigned> acc(static_cast<std::size_t>(out.w_) * 3);
-  for (int oy = 0; oy < out.h_; ++oy) {
-    std::fill(acc.begin(), acc.end(), 0u);
-    for (int k = 0; k < f; ++k) {
-      const std::uint8_t* row = px_.data() + static_cast<std::size_t>(oy * f + k) * static_cast<std::size_t>(w_) * 3;
-      for (int x = 0; x < w_; ++x) {
-        unsigned* a = &acc[static_cast<std::size_t>(x / f) * 3];
-        a[0] += row[x * 3];
-        a[1] += row[x * 3 + 1];
-        a[2] += row[x * 3 + 2];
-      }
-    }
-    std::uint8_t* d = out.px_.data() + static_cast<std::size_t>(oy) * static_cast<std::size_t>(out.w_) * 3;
-    for (std::size_t i = 0; i < acc.size(); ++i) d[i] = static_cast<std::uint8_t>((acc[i] + half) / n);
+  const int ow = w_ / f, oh = h_ / f;
+  BF_CHECK(dx >= 0 && dy >= 0 && dx + ow <= dst.w_ && dy + oh <= dst.h_, ArgumentError, "Image::downsample_into: ",
+           ow, "x", oh, " at (", dx, ", ", dy, ") does not fit in ", dst.w_, "x", dst.h_);
+  const std::size_t W = static_cast<std::size_t>(w_) * 3;
+  if (f == 1) {
+    for (int y = 0; y < oh; ++y)
+      std::copy_n(px_.data() + static_cast<std::size_t>(y) * W, W,
+                  dst.px_.data() + (static_cast<std::size_t>(dy + y) * static_cast<std::size_t>(dst.w_) + static_cast<std::size_t>(dx)) * 3);
+    return;
   }
-  return out;
+  const unsigned n = static_cast<unsigned>(f * f), half = n / 2;
+  for (int oy = 0; oy < oh; ++oy) {
+    std::uint8_t* d = dst.px_.data() + (static_cast<std::size_t>(dy + oy) * static_cast<std::size_t>(dst.w_) + static_cast<std::size_t>(dx)) * 3;
+    const std::uint8_t* src = px_.data() + static_cast<std::size_t>(oy * f) * W;
+    if (f == 2) {
+      const std::uint8_t* r0 = src;
+      const std::uint8_t* r1 = src + W;
+      for (int ox = 0; ox < ow; ++ox, r0 += 6, r1 += 6, d += 3)
+        for (int c = 0; c < 3; ++c) d[c] = static_cast<std::uint8_t>((r0[c] + r0[c + 3] + r1[c] + r1[c + 3] + 2u) >> 2);
+      continue;
+    }
+    for (int ox = 0; ox < ow; ++ox, d += 3) {
+      unsigned a[3] = {0, 0, 0};
+      for (int k = 0; k < f; ++k) {
+        const std::uint8_t* q = src + static_cast<std::size_t>(k) * W + static_cast<std::size_t>(ox * f) * 3;
+        for (int j = 0; j < f; ++j, q += 3) {
+          a[0] += q[0];
+          a[1] += q[1];
+          a[2] += q[2];
+        }
+      }
+      for (int c = 0; c < 3; ++c) d[c] = static_cast<std::uint8_t>((a[c] + half) / n);
+    }
+  }
 }
 
 // ---- Bounds / Camera -----------------------------------------------------------------------------
@@ -158,6 +179,64 @@ void vertex_normals(const MeshView& m, std::vector<float>& n) {
   }
 }
 
+// ---- region weights ------------------------------------------------------------------------------
+std::vector<float> region_weights(const MeshView& m, const std::vector<std::int32_t>& region, float softness) {
+  const std::size_t V = m.num_vertices;
+  std::vector<float> w(V, 0.0f);
+  std::vector<char> in(V, 0);
+  for (auto i : region)
+    if (i >= 0 && static_cast<std::size_t>(i) < V) in[static_cast<std::size_t>(i)] = 1;
+  std::vector<std::size_t> inside, outside;
+  for (std::size_t v = 0; v < V; ++v) (in[v] ? inside : outside).push_back(v);
+  if (inside.empty()) return w;
+  const float* p = m.positions;
+  auto dist = [&](std::size_t a, std::size_t b) {
+    const float dx = p[a * 3] - p[b * 3], dy = p[a * 3 + 1] - p[b * 3 + 1], dz = p[a * 3 + 2] - p[b * 3 + 2];
+    return std::sqrt(dx * dx + dy * dy + dz * dz);
+  };
+  std::vector<float> edges;
+  for (std::size_t f = 0; f < m.num_faces; ++f) {
+    const std::int32_t* t = m.faces + f * 3;
+    for (int k = 0; k < 3; ++k) {
+      const auto a = static_cast<std::size_t>(t[k]), b = static_cast<std::size_t>(t[(k + 1) % 3]);
+      if (a < V && b < V && (in[a] || in[b])) edges.push_back(dist(a, b));
+    }
+  }
+  float r = 0;
+  if (!edges.empty()) {
+    std::nth_element(edges.begin(), edges.begin() + static_cast<std::ptrdiff_t>(edges.size() / 2), edges.end());
+    r = softness * edges[edges.size() / 2];
+  }
+  if (!(r > 0)) {  // no edges: a hard region
+    for (auto v : inside) w[v] = 1.0f;
+    return w;
+  }
+  // Only vertices within r of the region's bounding box can be near its border.
+  Bounds box;
+  for (auto v : inside) box.add(p + v * 3, 1);
+  std::vector<std::size_t> near_out;
+  for (auto v : outside) {
+    bool close = true;
+    for (int a = 0; a < 3; ++a) close = close && p[v * 3 + static_cast<std::size_t>(a)] >= box.lo[a] - r && p[v * 3 + static_cast<std::size_t>(a)] <= box.hi[a] + r;
+    if (close) near_out.push_back(v);
+  }
+  auto step = [&](float d) {  // signed distance (negative inside) → weight
+    const float t = std::clamp((d + r) / (2 * r), 0.0f, 1.0f);
+    return 1.0f - t * t * (3 - 2 * t);
+  };
+  for (auto v : inside) {
+    float d = r;
+    for (auto o : near_out) d = std::min(d, dist(v, o));
+    w[v] = step(-d);
+  }
+  for (auto v : near_out) {
+    float d = r;
+    for (auto i : inside) d = std::min(d, dist(v, i));
+    w[v] = step(d);
+  }
+  return w;
+}
+
 // ---- Rasteriser ----------------------------------------------------------------------------------
 void Rasteriser::clear(Image& target, const Style& style) {
   target.fill(style.background);
@@ -228,12 +307,23 @@ void Rasteriser::draw(Image& target, const Camera& cam, const MeshView& m, const
     for (int y = y0; y <= y1; ++y) {
       const float py = static_cast<float>(y) + 0.5f;
       float* zrow = &depth_[static_cast<std::size_t>(y) * static_cast<std::size_t>(w_)];
-      for (int x = x0; x <= x1; ++x) {
+      std::uint8_t* crow = target.data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(w_) * 3;
+      // The row's span where every edge function is >= 0 (one pixel of slack each side; the exact
+      // test below decides).
+      float R[3], lo = static_cast<float>(x0), hi = static_cast<float>(x1) + 1.0f;
+      for (int k = 0; k < 3; ++k) {
+        R[k] = B[k] * py + C[k];
+        if (A[k] > 0) lo = std::max(lo, -R[k] / A[k] - 0.5f);
+        else if (A[k] < 0) hi = std::min(hi, -R[k] / A[k] - 0.5f);
+      }
+      if (!(lo <= hi + 1.0f)) continue;
+      const int xa = std::max(x0, static_cast<int>(std::floor(lo)) - 1), xb = std::min(x1, static_cast<int>(std::ceil(hi)) + 1);
+      for (int x = xa; x <= xb; ++x) {
         const float px = static_cast<float>(x) + 0.5f;
         float e[3];
         bool inside = true;
         for (int k = 0; k < 3 && inside; ++k) {
-          e[k] = A[k] * px + B[k] * py + C[k];
+          e[k] = A[k] * px + R[k];
           inside = e[k] > 0 || (e[k] == 0 && top_left[k]);
         }
         if (!inside) continue;
@@ -260,7 +350,10 @@ void Rasteriser::draw(Image& target, const Camera& cam, const MeshView& m, const
           g = lerp_channel(st.skin.g, st.tint.g, t);
           bl = lerp_channel(st.skin.b, st.tint.b, t);
         }
-        target.set(x, y, {to_u8(r * shade), to_u8(g * shade), to_u8(bl * shade)});
+        std::uint8_t* px_out = crow + static_cast<std::size_t>(x) * 3;
+        px_out[0] = to_u8(r * shade);
+        px_out[1] = to_u8(g * shade);
+        px_out[2] = to_u8(bl * shade);
       }
     }
   }

@@ -54,6 +54,8 @@ class Image {
   void blit(const Image& src, int x, int y);
   /// Box-filter reduction by an integer factor (width and height must be multiples of it).
   Image downsample(int factor) const;
+  /// The same, written into `dst` with its top-left corner at (x, y) (it must fit).
+  void downsample_into(Image& dst, int x, int y, int factor) const;
 
  private:
   int w_ = 0, h_ = 0;
@@ -94,11 +96,11 @@ struct Camera {
 struct Style {
   Rgb background{38, 41, 48};
   Rgb skin{224, 186, 160};
-  Rgb tint{190, 62, 72};      // lips
+  Rgb tint{186, 78, 84};      // lips
   Rgb inside{112, 40, 46};    // back faces (inner lips, mouth seen through the slit)
   float light[3] = {-0.35f, 0.45f, 0.82f};
-  float ambient = 0.30f;
-  float diffuse = 0.75f;
+  float ambient = 0.26f;
+  float diffuse = 0.80f;
   bool two_sided = true;      // false: back faces are culled
 };
 
@@ -111,6 +113,12 @@ struct MeshView {
   std::size_t num_faces = 0;
   const float* tint = nullptr;
 };
+
+/// Per-vertex weights of a vertex region (e.g. the lips) for MeshView::tint: 1 well inside, 0 well
+/// outside, a smooth step across the region's border over ±`softness` × the median length of the
+/// edges at the region's vertices (so staircase borders of grid regions come out rounded). The
+/// result depends on the mesh's shape only, not its unit.
+std::vector<float> region_weights(const MeshView& mesh, const std::vector<std::int32_t>& region, float softness = 1.5f);
 
 /// Area-weighted smooth vertex normals (V × 3, unit length; zero for isolated vertices).
 void vertex_normals(const MeshView& mesh, std::vector<float>& normals);
