@@ -128,7 +128,7 @@ struct Layout {
   int vp_y = 0, vp_h = 0;       // face viewport rows within the panel
   explicit Layout(int size) : S(size) {
     cap_scale = std::max(1, size / 200);
-    lab_scale = std::max(1, size / 320);
+    lab_scale = std::max(1, size / 240);
     pad = std::max(2, size / 80);
     cap_h = kLineH * cap_scale + 2 * pad;
     lab_h = kLineH * lab_scale + 2 * pad;
