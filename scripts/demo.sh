@@ -7,7 +7,7 @@
 #   4. animate a typed sentence with an emotion: espeak-ng speech → the shipped audio model
 #      (weights/audio_small.safetensors, no training) → fused with a smile, and score the audio
 #      model against a mean-face baseline on held-out speakers,
-#   5. render it: an MP4 with sound (fusion model beside the naive sum) and a PNG contact sheet.
+#   6. render it: an MP4 with sound (fusion model beside the naive sum) and a PNG contact sheet.
 # It builds only what it runs (the blendfuse tool); ./scripts/test.sh builds everything.
 # DEMO_EPOCHS (default 3) and DEMO_OUT (default out/demo) can be set in the environment.
 set -euo pipefail
