@@ -14,12 +14,7 @@ ls "$T/data/speech/"*.wav >/dev/null 2>&1 && ok || bad "gen-data --audio wrote n
 expect_ok "gen-data --audio again" "$BF" gen-data --tiny --audio --out "$T/data2" --seed 3
 if diff -r "$T/data" "$T/data2" >/dev/null; then ok; else bad "gen-data --audio is not reproducible"; fi
 
-cat >"$T/cfg.json" <<'J'
-{"wav2vec2": {"conv_dim": [16, 16, 16, 16, 16, 16, 16], "hidden_size": 16, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "intermediate_size": 16, "num_conv_pos_embeddings": 8,
-              "num_conv_pos_embedding_groups": 2},
- "faceformer": {"feature_dim": 16, "num_heads": 2, "dim_feedforward": 16}}
-J
+tiny_audio_config "$T/cfg.json"
 expect_ok "train-audio" "$BF" train-audio --data "$T/data" --out "$T/a.safetensors" --config "$T/cfg.json" --epochs 2 --quiet
 [ -s "$T/a.safetensors" ] && ok || bad "train-audio wrote no model"
 expect_ok "train-audio with lip losses" "$BF" train-audio --data "$T/data" --out "$T/l.safetensors" --config "$T/cfg.json" --epochs 2 --quiet \

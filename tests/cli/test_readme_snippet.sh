@@ -8,12 +8,7 @@ if ! "$BF" gen-data --tiny --audio --out "$T/data" --seed 5 >"$T/out.txt" 2>&1; 
   if grep -qF "needs libespeak-ng" "$T/out.txt"; then echo "no libespeak-ng: skipped"; exit 0; fi
   cat "$T/out.txt"; echo "FAIL: gen-data --audio"; exit 1
 fi
-cat >"$T/a.json" <<'J'
-{"wav2vec2": {"conv_dim": [16, 16, 16, 16, 16, 16, 16], "hidden_size": 16, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "intermediate_size": 16, "num_conv_pos_embeddings": 8,
-              "num_conv_pos_embedding_groups": 2},
- "faceformer": {"feature_dim": 16, "num_heads": 2, "dim_feedforward": 16}}
-J
+tiny_audio_config "$T/a.json"
 expect_ok "train-audio" "$BF" train-audio --data "$T/data" --out "$T/a.safetensors" --config "$T/a.json" --epochs 1 --quiet
 echo '{"map_size": 16, "channels": [4, 8], "k_a": 4, "k_e": 4}' >"$T/f.json"
 expect_ok "train-fusion" "$BF" train-fusion --data "$T/data" --out "$T/f.safetensors" --config "$T/f.json" \
