@@ -8,6 +8,7 @@
 #include "cli_audio.hpp"
 #include "cli_fusion.hpp"
 #include "cli_render.hpp"
+#include "cli_rig.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"blendfuse — speech + emotion → 3D talking-face animation (arXiv 2510.25234)"};
@@ -39,6 +40,8 @@ int main(int argc, char** argv) {
   blendfuse::cli::add_eval_audio(app, eval_audio, run);
   blendfuse::cli::RenderArgs render;
   blendfuse::cli::add_render(app, render, run);
+  blendfuse::cli::RigArgs rig;
+  blendfuse::cli::add_rig(app, rig, run);
 
   try {
     app.parse(argc, argv);

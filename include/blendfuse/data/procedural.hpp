@@ -39,6 +39,8 @@
 //     expression/<name>.wE.npy (T,Ke) clean weights, expression/<name>.leak_wA.npy (T,Ka).
 //   Clean truth of a sequence = template + B_A* wA + B_E* wE (weights of the other domain are 0).
 //   units.txt: the length unit of the files ("mm"; "m" with ProceduralConfig::unit_mm = 1000).
+//   rig/arkit52.safetensors: the ARKit-52 rig of the canonical face (rig/arkit.hpp, docs/rigs.md),
+//   in the files' unit (its metadata says which).
 // Units: everything is generated in mm (every constant above is in mm); with unit_mm ≠ 1 (gen-data
 // --units m) the coordinates written — template.obj, templates/, speech/, expression/ and the
 // truth bases — are divided by unit_mm, so a metres copy of a dataset is the mm one × 0.001.
@@ -66,6 +68,7 @@
 #include "blendfuse/io/mesh.hpp"
 #include "blendfuse/io/npy.hpp"
 #include "blendfuse/io/wav.hpp"
+#include "blendfuse/rig/arkit.hpp"
 
 namespace blendfuse::data {
 
@@ -853,7 +856,7 @@ inline std::string write_dataset(const std::string& dir, const ProceduralConfig&
   const std::string source = resolved_phoneme_source(cfg);
   std::error_code ec;
   for (const char* sub : {"", "/regions", "/templates", "/speech", "/expression", "/truth",
-                          "/truth/speech", "/truth/expression"}) {
+                          "/truth/speech", "/truth/expression", "/rig"}) {
     fs::create_directories(dir + sub, ec);
     if (ec) throw IoError(dir + sub, "cannot create folder: " + ec.message());
   }
@@ -893,6 +896,7 @@ inline std::string write_dataset(const std::string& dir, const ProceduralConfig&
     detail::save_json(dir + "/truth/bases.json", j);
   }
   detail::save_json(dir + "/truth/config.json", detail::config_json(cfg, source));
+  rig::rig_in_unit(rig::build_arkit52(m), u).save(dir + "/rig/arkit52.safetensors");
 
   nlohmann::ordered_json bilabial = nlohmann::ordered_json::object();
   for (int s = 0; s < cfg.num_subjects; ++s) {
