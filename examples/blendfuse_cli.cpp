@@ -7,6 +7,7 @@
 #include "blendfuse/backend/backend.hpp"
 #include "cli_audio.hpp"
 #include "cli_fusion.hpp"
+#include "cli_render.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"blendfuse — speech + emotion → 3D talking-face animation (arXiv 2510.25234)"};
@@ -36,6 +37,8 @@ int main(int argc, char** argv) {
   blendfuse::cli::add_speak(app, speak, run);
   blendfuse::cli::EvalAudioArgs eval_audio;
   blendfuse::cli::add_eval_audio(app, eval_audio, run);
+  blendfuse::cli::RenderArgs render;
+  blendfuse::cli::add_render(app, render, run);
 
   try {
     app.parse(argc, argv);

@@ -50,7 +50,7 @@ struct TrainAudioArgs {
   Index batch = 4;
   double lr = 1e-3, max_minutes = 0, scheduled_sampling = 0.5, sampling_ramp = 0.5, lr_final = -1;
   double lip_weight = 0, gap_weight = 0, gap_delta = 0, velocity_weight = 0, augment_speed = 0, augment_gain = 0;
-  std::string lip_pairs;
+  std::string lip_pairs, units = "auto";
   std::vector<double> speed_perturb;
   std::uint64_t seed = 1;
   bool resume = false, quiet = false;
@@ -90,6 +90,7 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
   c->add_option("--checkpoint", a.checkpoint, "checkpoint written after every epoch (default OUT.ckpt)");
   c->add_flag("--resume", a.resume, "continue from the checkpoint if it exists");
   c->add_flag("--quiet", a.quiet, "no per-epoch lines");
+  add_units_option(c, a.units);
   c->callback([&, lr_final_opt] {
     run = [&, lr_final_opt] {
       const std::string cmd = "train-audio";
@@ -110,7 +111,9 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
       const std::string checkpoint = a.checkpoint.empty() ? a.out + ".ckpt" : a.checkpoint;
       check_outputs(cmd, {{"--out", a.out}, {a.checkpoint.empty() ? "--checkpoint (default OUT.ckpt)" : "--checkpoint", checkpoint}},
                     {{"--config", a.config}, {"--data", a.data}, {"--lip-pairs", a.lip_pairs}});
-      const data::Dataset ds = data::Dataset::load(a.data);
+      data::Dataset ds = load_dataset(a.data, a.units);
+      const std::string data_units = units_note(ds);
+      ds.rescale_to_mm();  // the audio model works in mm (its losses, --gap-delta, stored templates)
       std::vector<std::string> subjects;
       for (const auto* q : ds.sequences(data::Domain::Speech, data::Split::Train))
         if (!q->wav_path.empty() && std::find(subjects.begin(), subjects.end(), q->subject) == subjects.end())
@@ -144,9 +147,9 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
       for (const auto& s : train) frames += s.frames();
       if (!a.quiet)
         std::printf("train-audio: %zu subjects, %zu training sequences (%.1f s of audio), %zu validation; "
-                    "%lld trainable parameters\n",
+                    "%lld trainable parameters; data in %s, model in mm\n",
                     subjects.size(), train.size(), static_cast<double>(frames) / cfg.fps, val.size(),
-                    static_cast<long long>(nn::count_parameters(model.trainable_parameters())));
+                    static_cast<long long>(nn::count_parameters(model.trainable_parameters())), data_units.c_str());
       train::AudioTrainConfig tc;
       tc.epochs = a.epochs;
       tc.batch = a.batch;
@@ -246,7 +249,7 @@ inline void add_features(CLI::App& app, FeaturesArgs& a, std::function<void()>& 
 
 // ---- speak -------------------------------------------------------------------------------------
 struct SpeakArgs {
-  std::string model, wav, text, subject, templ, data, out, out_wav, voice = "en+m3", fusion, expression;
+  std::string model, wav, text, subject, templ, data, out, out_wav, voice = "en+m3", fusion, expression, units = "auto";
   int rate = 175;
   double intensity = 1.0;
   bool stream = false, naive = false;
@@ -294,7 +297,8 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
   c->add_option("--expression", a.expression, "expression sequence .npy (T,V,3) absolute positions, time-stretched");
   c->add_option("--intensity", a.intensity, "scale of the expression weights, in [0, 10]");
   c->add_flag("--naive", a.naive, "with --expression: the naive sum of speech and expression deformations (no fusion model; the baseline)");
-  c->add_option("--out", a.out, "output .npy (T,V,3) absolute positions")->required();
+  c->add_option("--out", a.out, "output .npy (T,V,3) absolute positions (mm; with --data, the dataset's unit)")->required();
+  add_units_option(c, a.units);
   c->callback([&] {
     run = [&] {
       if (a.wav.empty() && a.text.empty()) throw ArgumentError("speak: give --wav FILE or --text \"...\"");
@@ -313,10 +317,15 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
       const std::string subject = a.subject.empty() ? model.config().subjects.front() : a.subject;
       const Index style = model.subject_index(subject);
       std::unique_ptr<data::Dataset> ds;
-      if (!a.data.empty()) ds = std::make_unique<data::Dataset>(data::Dataset::load(a.data));
-      if (ds && ds->num_vertices() != model.vertices())
-        throw IoError(a.data, "dataset has " + std::to_string(ds->num_vertices()) + " vertices, the audio model " + a.model +
-                                  " " + std::to_string(model.vertices()) + " (its templates cannot be animated by this model)");
+      double out_unit_mm = 1.0;  // the audio model works in mm; --data's files may be in another unit
+      if (!a.data.empty()) {
+        ds = std::make_unique<data::Dataset>(load_dataset(a.data, a.units));
+        if (ds->num_vertices() != model.vertices())
+          throw IoError(a.data, "dataset has " + std::to_string(ds->num_vertices()) + " vertices, the audio model " + a.model +
+                                    " " + std::to_string(model.vertices()) + " (its templates cannot be animated by this model)");
+        out_unit_mm = ds->unit_mm;
+        ds->rescale_to_mm();
+      }
       const Tensor<float> tmpl = speak_template(model, ds.get(), a.templ.empty() ? subject : a.templ, a.model);
       std::unique_ptr<nn::DeformationFusionModule<float>> fusion;
       if (!a.fusion.empty()) {  // load before the work so a bad file fails fast
@@ -381,20 +390,26 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
           throw IoError(a.expression, e.what());
         }
         const Tensor<float> etmpl = speak_template(model, ds.get(), esub, a.model);
-        Tensor<float> edef = epos.clone();
+        Tensor<float> edef = epos.clone();  // in the dataset's unit (mm without --data) → mm
         const Index Te = edef.dim(0);
+        const auto eu = static_cast<float>(out_unit_mm);
         for (Index f = 0; f < Te; ++f)
-          for (Index i = 0; i < V * 3; ++i) edef[f * V * 3 + i] -= etmpl[i];
+          for (Index i = 0; i < V * 3; ++i)
+            edef[f * V * 3 + i] = (out_unit_mm == 1.0 ? edef[f * V * 3 + i] : eu * edef[f * V * 3 + i]) - etmpl[i];
         if (a.naive) {
           const Tensor<float> e = metrics::stretch_to(edef, T);
           for (Index i = 0; i < def.numel(); ++i) def[i] += static_cast<float>(a.intensity) * e[i];
         } else {
-          def = fusion->fuse(def, metrics::stretch_to(edef, T), a.intensity);
+          def = fusion->fuse(def, metrics::stretch_to(edef, T), a.intensity, /*unit_mm=*/1.0);
         }
       }
       for (Index f = 0; f < T; ++f)
         for (Index i = 0; i < V * 3; ++i) def[f * V * 3 + i] += tmpl[i];
-      check_finite_output(def, a.out, fusion ? "the models " + a.model + " and " + a.fusion : "the model " + a.model);
+      if (out_unit_mm != 1.0)  // back to the dataset's unit
+        for (Index i = 0; i < def.numel(); ++i) def[i] = static_cast<float>(def[i] / out_unit_mm);
+      check_finite_output(def, a.out, fusion   ? "the models " + a.model + " and " + a.fusion
+                                      : a.naive ? "the model " + a.model + " and the expression " + a.expression + " (naive sum)"
+                                                : "the model " + a.model);
       std::error_code ec;
       const bool out_existed = std::filesystem::exists(a.out, ec);
       io::save_npy(a.out, def);
@@ -406,17 +421,18 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
           throw;
         }
       }
-      std::printf("speak: wrote %s (%lld frames, %.2f s, style %s%s%s)\n", a.out.c_str(), static_cast<long long>(T),
+      std::printf("speak: wrote %s (%lld frames, %.2f s, style %s%s%s, in %s)\n", a.out.c_str(), static_cast<long long>(T),
                   static_cast<double>(samples.size()) / io::kSpeechSampleRate, subject.c_str(),
                   stream ? ", streaming" : "",
-                  fusion ? ", with expression" : a.naive ? ", naive sum with expression" : "");
+                  fusion ? ", with expression" : a.naive ? ", naive sum with expression" : "",
+                  data::unit_name(out_unit_mm).c_str());
     };
   });
 }
 
 // ---- eval-audio --------------------------------------------------------------------------------
 struct EvalAudioArgs {
-  std::string model, data, split = "test", subject;
+  std::string model, data, split = "test", subject, units = "auto";
   bool json = false, stream = false;
 };
 
@@ -433,10 +449,13 @@ inline void add_eval_audio(CLI::App& app, EvalAudioArgs& a, std::function<void()
   c->add_option("--subject", a.subject, "style for subjects the model was not trained on (default: the first)");
   c->add_flag("--stream", a.stream, "also score the streaming path");
   c->add_flag("--json", a.json, "print JSON");
+  add_units_option(c, a.units);
   c->callback([&] {
     run = [&] {
       const auto model = load_audio_model(a.model);
-      const data::Dataset ds = data::Dataset::load(a.data);
+      data::Dataset ds = load_dataset(a.data, a.units);
+      const std::string data_units = units_note(ds);
+      ds.rescale_to_mm();  // the audio model and the scores are in mm
       if (model.vertices() != ds.num_vertices())
         throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " +
                                    std::to_string(ds.num_vertices()));
@@ -525,8 +544,9 @@ inline void add_eval_audio(CLI::App& app, EvalAudioArgs& a, std::function<void()
         std::printf("| method | LVE (mm, max-L2) | MVE (mm) | lip gap on /p b m/ frames (mm; truth 0) |\n|---|---|---|---|\n");
         for (const auto& r : rows)
           std::printf("| %s | %.3f | %.3f | %.3f |\n", r.method.c_str(), r.lve_mm, r.mve_mm, r.bilabial_gap_mm);
-        std::printf("(%lld %s sequences, %lld frames, %lld bilabial closure frames)\n", static_cast<long long>(seqs),
-                    a.split.c_str(), static_cast<long long>(frames), static_cast<long long>(bil_frames));
+        std::printf("(%lld %s sequences, %lld frames, %lld bilabial closure frames; scores in mm, data in %s)\n",
+                    static_cast<long long>(seqs), a.split.c_str(), static_cast<long long>(frames),
+                    static_cast<long long>(bil_frames), data_units.c_str());
       }
     };
   });

@@ -72,7 +72,25 @@ struct GenDataArgs {
   bool audio = false;
   int sentences = 0;
   bool force = false;
+  std::string units = "mm";
 };
+
+/// `--units auto|mm|cm|m` of the commands that read a dataset (auto: units.txt, else the size).
+inline void add_units_option(CLI::App* c, std::string& units) {
+  c->add_option("--units", units, "length unit of the dataset: auto (units.txt in the folder, else from the "
+                                  "template's size), mm, cm or m (default auto)")
+      ->check(CLI::IsMember({"auto", "mm", "cm", "m"}));
+}
+
+/// Loads a dataset folder with the unit of --units.
+inline data::Dataset load_dataset(const std::string& dir, const std::string& units) {
+  data::DatasetOptions opt;
+  opt.units = units;
+  return data::Dataset::load(dir, opt);
+}
+
+/// "m (units.txt)": the data's unit and where it came from, for the commands' output.
+inline std::string units_note(const data::Dataset& ds) { return ds.units() + " (" + ds.unit_source + ")"; }
 
 inline void add_gen_data(CLI::App& app, GenDataArgs& a, std::function<void()>& run) {
   auto* c = app.add_subcommand("gen-data", "Write a procedural two-domain dataset with clean truth");
@@ -85,6 +103,9 @@ inline void add_gen_data(CLI::App& app, GenDataArgs& a, std::function<void()>& r
   c->add_flag("--audio", a.audio, "synthesise speech/<name>.wav with libespeak-ng (one voice per subject) and drive the face from its phoneme events");
   auto* sentences_opt = c->add_option("--sentences", a.sentences, "speech sequences per subject (default 4, tiny 2)");
   c->add_flag("--force", a.force, "replace an existing non-empty --out folder (only one that holds a dataset: template.obj)");
+  c->add_option("--units", a.units, "length unit of the written files: mm (default) or m (a metres copy: the same "
+                                    "data × 0.001, as VOCAset/FLAME are), or cm")
+      ->check(CLI::IsMember({"mm", "cm", "m"}));
   auto* grid_opt = c->get_option("--grid");
   auto* subjects_opt = c->get_option("--subjects");
   c->callback([&, subjects_opt, grid_opt, sentences_opt] {
@@ -100,6 +121,7 @@ inline void add_gen_data(CLI::App& app, GenDataArgs& a, std::function<void()>& r
       if (a.phonemes == "espeak") cfg.phonemes = data::PhonemeSource::Espeak;
       else if (a.phonemes == "random") cfg.phonemes = data::PhonemeSource::Random;
       if (a.sentences > 0) cfg.speech_per_subject = a.sentences;
+      cfg.unit_mm = data::unit_mm_from_name(a.units);
       if (a.audio) {
         if (a.phonemes == "random") throw ArgumentError("gen-data: --audio needs espeak-ng phonemes, not --phonemes random");
         cfg.audio = true;
@@ -107,8 +129,9 @@ inline void add_gen_data(CLI::App& app, GenDataArgs& a, std::function<void()>& r
       }
       cfg.validate();
       const std::string src = write_dataset_folder(a.out, cfg, a.force);
-      std::printf("gen-data: wrote %s (seed %llu, phonemes from %s%s)\n", a.out.c_str(),
-                  static_cast<unsigned long long>(a.seed), src.c_str(), cfg.audio ? ", with speech audio" : "");
+      std::printf("gen-data: wrote %s (seed %llu, phonemes from %s%s, units %s)\n", a.out.c_str(),
+                  static_cast<unsigned long long>(a.seed), src.c_str(), cfg.audio ? ", with speech audio" : "",
+                  a.units.c_str());
     };
   });
 }
@@ -139,7 +162,7 @@ inline nlohmann::json read_json_file(const std::string& path) {
 
 // ---- train-fusion ----------------------------------------------------------------------------
 struct TrainFusionArgs {
-  std::string data, out, config, variant = "full", checkpoint;
+  std::string data, out, config, variant = "full", checkpoint, units = "auto";
   int epochs = 10;
   Index batch = 32;
   double lr = 3e-4;
@@ -167,6 +190,7 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
   c->add_flag("--resume", a.resume, "continue from the checkpoint if it exists");
   c->add_option("--max-minutes", a.max_minutes, "stop after the epoch in which this time budget runs out");
   c->add_flag("--quiet", a.quiet, "no per-epoch lines");
+  add_units_option(c, a.units);
   c->callback([&, variant_opt, map_opt, ka_opt, ke_opt] {
     run = [&, variant_opt, map_opt, ka_opt, ke_opt] {
       const std::string cmd = "train-fusion";
@@ -197,7 +221,8 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
       } catch (const ArgumentError& e) {
         throw ArgumentError(cmd + ": " + e.what());
       }
-      const data::Dataset ds = data::Dataset::load(a.data);
+      const data::Dataset ds = load_dataset(a.data, a.units);
+      cfg.data_unit_mm = ds.unit_mm;  // the model converts to mm inside and back on output
       const Tensor<float> sa = frame_pool(ds, data::Domain::Speech, data::Split::Train);
       const Tensor<float> se = frame_pool(ds, data::Domain::Expression, data::Split::Train);
       const Tensor<float> va = frame_pool(ds, data::Domain::Speech, data::Split::Val);
@@ -227,11 +252,11 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
       tc.max_seconds = a.max_minutes * 60;
       if (!a.quiet)
         std::printf("train-fusion: variant %s, %lld vertices, map %lld, K %lld+%lld, %lld parameters; "
-                    "%lld speech + %lld expression training frames\n",
+                    "%lld speech + %lld expression training frames; data in %s, losses in mm units\n",
                     cfg.variant.c_str(), static_cast<long long>(ds.num_vertices()),
                     static_cast<long long>(cfg.map_size), static_cast<long long>(cfg.k_a),
                     static_cast<long long>(cfg.k_e), static_cast<long long>(nn::count_parameters(model.parameters())),
-                    static_cast<long long>(sa.dim(0)), static_cast<long long>(se.dim(0)));
+                    static_cast<long long>(sa.dim(0)), static_cast<long long>(se.dim(0)), units_note(ds).c_str());
       train::FusionTrainer trainer(model, tc);
       trainer.fit(sa, se, va, ve, ds.vertex_weights, [&](const train::EpochStats& st) {
         if (a.quiet) return;
@@ -242,14 +267,14 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
       });
       for (auto* p : model.parameters()) check_finite_output(p->value, a.out, "parameter '" + p->name + "' after training");
       model.save(a.out);
-      std::printf("train-fusion: wrote %s\n", a.out.c_str());
+      std::printf("train-fusion: wrote %s (trained on data in %s)\n", a.out.c_str(), ds.units().c_str());
     };
   });
 }
 
 // ---- fuse ------------------------------------------------------------------------------------
 struct FuseArgs {
-  std::string model, data, speech, out;
+  std::string model, data, speech, out, units = "auto";
   std::vector<std::string> expressions;
   Index expression_frame = -1;
   double intensity = 1.0;
@@ -309,7 +334,8 @@ inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
   auto* frame_opt = c->add_option("--expression-frame", a.expression_frame, "hold this frame of the expression instead of time-stretching it");
   c->add_option("--intensity", a.intensity, "scale of the expression weights, in [0, 10]");
   c->add_flag("--naive", a.naive, "plain sum of the two input deformations (no model)");
-  c->add_option("--out", a.out, "output .npy (T,V,3) absolute positions on the speech subject's template")->required();
+  c->add_option("--out", a.out, "output .npy (T,V,3) absolute positions on the speech subject's template, in the dataset's unit")->required();
+  add_units_option(c, a.units);
   c->callback([&, frame_opt] {
     run = [&, frame_opt] {
       if (!a.naive && a.model.empty()) throw ArgumentError("fuse: --model is required unless --naive is given");
@@ -322,7 +348,7 @@ inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
         inputs.push_back({"--expression", path});
       }
       check_outputs("fuse", {{"--out", a.out}}, inputs);
-      const data::Dataset ds = data::Dataset::load(a.data);
+      const data::Dataset ds = load_dataset(a.data, a.units);
       const Tensor<float> speech = load_deformation(ds, a.speech);
       const Index T = speech.dim(0), V = ds.num_vertices();
       Tensor<float> expr({T, V, 3});
@@ -352,14 +378,15 @@ inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
         model.freeze();  // inference only: keep derived weights (column norms) between calls
         if (model.vertices() != V)
           throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(V));
-        fused = model.fuse(speech, expr, a.intensity);
+        fused = model.fuse(speech, expr, a.intensity, ds.unit_mm);  // in and out in the data's unit
       }
       const Tensor<float>& tmpl = subject_template(ds, a.speech);
       for (Index t = 0; t < T; ++t)
         for (Index i = 0; i < V * 3; ++i) fused[t * V * 3 + i] += tmpl[i];
       check_finite_output(fused, a.out, a.naive ? std::string("the inputs") : "the fusion model " + a.model);
       io::save_npy(a.out, fused);
-      std::printf("fuse: wrote %s (%lld frames, %s)\n", a.out.c_str(), static_cast<long long>(T), a.naive ? "naive sum" : "fusion model");
+      std::printf("fuse: wrote %s (%lld frames, %s, in %s)\n", a.out.c_str(), static_cast<long long>(T),
+                  a.naive ? "naive sum" : "fusion model", units_note(ds).c_str());
     };
   });
 }
@@ -367,7 +394,7 @@ inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
 // ---- eval-fusion -----------------------------------------------------------------------------
 struct EvalFusionArgs {
   std::vector<std::string> models;
-  std::string data, markdown;
+  std::string data, markdown, units = "auto";
   bool json = false;
 };
 
@@ -387,12 +414,13 @@ inline void add_eval_fusion(CLI::App& app, EvalFusionArgs& a, std::function<void
   c->add_option("--data", a.data, "procedural dataset folder (with truth/)")->required();
   c->add_flag("--json", a.json, "print JSON instead of a table");
   c->add_option("--markdown", a.markdown, "also write the table to this Markdown file");
+  add_units_option(c, a.units);
   c->callback([&] {
     run = [&] {
       std::vector<PathArg> inputs = {{"--data", a.data}};
       for (const auto& m : a.models) inputs.push_back({"--model", m});
       check_outputs("eval-fusion", {{"--markdown", a.markdown}}, inputs);
-      const data::Dataset ds = data::Dataset::load(a.data);
+      const data::Dataset ds = load_dataset(a.data, a.units);
       const auto truth = metrics::ProceduralTruth::load(a.data, ds.num_vertices());
       std::vector<metrics::FusionScore> rows;
       rows.push_back(metrics::evaluate_fusion(ds, truth, "naive sum of inputs", metrics::naive_sum));
@@ -402,7 +430,7 @@ inline void add_eval_fusion(CLI::App& app, EvalFusionArgs& a, std::function<void
         if (model.vertices() != ds.num_vertices())
           throw IoError(path, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(ds.num_vertices()));
         const std::string name = model.config().variant + " (" + std::filesystem::path(path).filename().string() + ")";
-        rows.push_back(metrics::evaluate_fusion(ds, truth, name, [&](const Tensor<float>& s, const Tensor<float>& e) { return model.fuse(s, e); }));
+        rows.push_back(metrics::evaluate_fusion(ds, truth, name, [&](const Tensor<float>& s, const Tensor<float>& e) { return model.fuse(s, e, 1.0, ds.unit_mm); }));
       }
       for (std::size_t i = 0; i < rows.size(); ++i) {
         const auto& r = rows[i];
@@ -415,9 +443,9 @@ inline void add_eval_fusion(CLI::App& app, EvalFusionArgs& a, std::function<void
         std::printf("%s\n", j.dump(2).c_str());
       } else {
         std::printf("%s", score_table_markdown(rows).c_str());
-        std::printf("(%lld pairs, %lld frames, %lld bilabial frames of the test subjects)\n",
+        std::printf("(%lld pairs, %lld frames, %lld bilabial frames of the test subjects; scores in mm, data in %s)\n",
                     static_cast<long long>(rows[0].pairs), static_cast<long long>(rows[0].frames),
-                    static_cast<long long>(rows[0].bilabial_frames));
+                    static_cast<long long>(rows[0].bilabial_frames), units_note(ds).c_str());
       }
       if (!a.markdown.empty()) io::write_file_atomic(a.markdown, score_table_markdown(rows));
     };

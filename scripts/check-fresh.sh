@@ -48,7 +48,7 @@ fi
 # The Debian mirror this machine's apt uses (deb822 sources or the classic list).
 MIRROR=$( (grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}';
            grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '{print $2}') |
-          grep -E '/debian/?$' | head -1)
+          grep -E '/debian/?$' | head -1) || true
 if [ -z "$MIRROR" ]; then
   echo "check-fresh: no Debian mirror found in /etc/apt/sources.list(.d)" >&2
   exit 1

@@ -6,11 +6,13 @@
 #   3. fuse a test sentence with a smile, and print the ablation table measured against the truth,
 #   4. animate a typed sentence with an emotion: espeak-ng speech → the shipped audio model
 #      (weights/audio_small.safetensors, no training) → fused with a smile, and score the audio
-#      model against a mean-face baseline on held-out speakers.
+#      model against a mean-face baseline on held-out speakers,
+#   6. render it: an MP4 with sound (fusion model beside the naive sum) and a PNG contact sheet.
+# It builds only what it runs (the blendfuse tool); ./scripts/test.sh builds everything.
 # DEMO_EPOCHS (default 3) and DEMO_OUT (default out/demo) can be set in the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/build.sh
+TARGETS=blendfuse_cli ./scripts/build.sh
 BIN=${BUILD_DIR:-build}/blendfuse
 OUT=${DEMO_OUT:-out/demo}
 EPOCHS=${DEMO_EPOCHS:-3}
@@ -47,10 +49,23 @@ AUDIO_MODEL=weights/audio_small.safetensors
 "$BIN" gen-data --audio --grid 40 --sentences 2 --out "$OUT/audio_data" --seed 1
 "$BIN" train-fusion --data "$OUT/audio_data" --out "$OUT/fusion_audio.safetensors" --config "$CFG" \
        --epochs "$EPOCHS" --seed 1 --quiet
-"$BIN" speak --model "$AUDIO_MODEL" --text "Maybe the brown puppies jump over my blue map." \
-       --fusion "$OUT/fusion_audio.safetensors" --expression "$OUT/audio_data/expression/P08_smile01.npy" \
+SENTENCE="Maybe the brown puppies jump over my blue map."
+SMILE_A="$OUT/audio_data/expression/P08_smile01.npy"
+"$BIN" speak --model "$AUDIO_MODEL" --text "$SENTENCE" \
+       --fusion "$OUT/fusion_audio.safetensors" --expression "$SMILE_A" \
        --intensity 0.8 --out "$OUT/speak_smile.npy" --out-wav "$OUT/speak_smile.wav"
-"$BIN" speak --model "$AUDIO_MODEL" --text "Maybe the brown puppies jump over my blue map." --stream \
+"$BIN" speak --model "$AUDIO_MODEL" --text "$SENTENCE" --naive --expression "$SMILE_A" \
+       --intensity 0.8 --out "$OUT/speak_naive.npy"
+"$BIN" speak --model "$AUDIO_MODEL" --text "$SENTENCE" --stream \
        --out "$OUT/speak_stream.npy"
 "$BIN" eval-audio --model "$AUDIO_MODEL" --data "$OUT/audio_data" --stream
+
+echo "== 6. rendering the typed sentence: fusion model beside the naive sum"
+RENDER_IN=(--in "$OUT/speak_smile.npy" --caption "blendfuse: speech + smile"
+           --in "$OUT/speak_naive.npy" --caption "naive sum")
+"$BIN" render --data "$OUT/audio_data" --absolute "${RENDER_IN[@]}" --wav "$OUT/speak_smile.wav" \
+       --out "$OUT/talking_face.mp4"
+"$BIN" render --data "$OUT/audio_data" --absolute "${RENDER_IN[@]}" --out "$OUT/talking_face.png"
 echo "demo: outputs in $OUT (fused_smile.npy, naive_smile.npy, ablation.md, speak_smile.npy/.wav, models)"
+echo "demo: watch  $OUT/talking_face.mp4   (video with sound: the fusion model beside the naive sum)"
+echo "demo: look   $OUT/talking_face.png   (contact sheet of evenly spaced frames)"

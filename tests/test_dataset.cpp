@@ -77,6 +77,7 @@ std::string write_good_dataset(const std::string& name) {
   // '_' inside the sequence name: subjB is known from split.json
   io::save_npy(d + "/expression/subjB_brow_raise01.npy", positions(5, tb, 0.04f));
   write_text(d + "/split.json", R"({"train": ["subjA"], "val": ["subjB"], "test": []})");
+  write_text(d + "/units.txt", "mm\n");  // a unit-cube face: too small to tell its unit
   return d;
 }
 
@@ -333,6 +334,7 @@ TEST_CASE("dataset: FaceFormer VOCAset layout (vertices_npy at 60 fps, wav/, FLA
   io::save_npy(d + "/vertices_npy/FaceTalk_170809_00138_TA_sentence02.npy",
                positions(2, template_mesh().vertices, 0.01f).reshape({2, kV * 3}).cast<double>());
   write_text(d + "/wav/" + subj + "_sentence01.wav", "RIFF");
+  write_text(d + "/units.txt", "m\n");
 
   const Dataset ds = Dataset::load(d);
   REQUIRE(ds.speech.size() == 2);
@@ -419,4 +421,64 @@ TEST_CASE("dataset: Florence4D OBJ-per-frame folders convert to expression/*.npy
     CHECK_THROWS_WITH_AS(data::convert_florence4d(root + "/F01/empty_folder", out),
                          doctest::Contains("no <subject>/<expression>/ folders"), IoError);
   }
+}
+
+TEST_CASE("dataset: the length unit (--units, units.txt, or the template's size)") {
+  const auto d = write_good_dataset("units");
+  auto load_with = [&](const std::string& units) {
+    data::DatasetOptions opt;
+    opt.units = units;
+    return Dataset::load(d, opt);
+  };
+  {
+    const Dataset ds = Dataset::load(d);  // units.txt: mm
+    CHECK(ds.unit_mm == 1.0);
+    CHECK(ds.units() == "mm");
+    CHECK(ds.unit_source == "units.txt");
+  }
+  write_text(d + "/units.txt", "# written by hand\nm   # metres\n\n");
+  const Dataset dm = Dataset::load(d);
+  CHECK(dm.unit_mm == 1000.0);
+  CHECK(dm.units() == "m");
+  // the option wins over units.txt, and says so
+  const Dataset dc = load_with("cm");
+  CHECK(dc.unit_mm == 10.0);
+  CHECK(dc.unit_source == "--units (overrides units.txt: m)");
+  CHECK(load_with("m").unit_source == "--units");
+  CHECK_THROWS_WITH_AS(load_with("furlong"), doctest::Contains("unknown length unit 'furlong'"), ArgumentError);
+  // bad units.txt files name the file
+  write_text(d + "/units.txt", "inch\n");
+  check_load_fails(d, {"units.txt", "unknown length unit 'inch'"});
+  write_text(d + "/units.txt", "mm m\n");
+  check_load_fails(d, {"units.txt", "more than one"});
+  write_text(d + "/units.txt", "# nothing\n");
+  check_load_fails(d, {"units.txt", "no unit"});
+
+  // data are kept in their unit; rescale_to_mm converts templates and deformations
+  Dataset r = dm;
+  r.speech[0].deformations = dm.speech[0].deformations.clone();
+  r.template_vertices = dm.template_vertices.clone();
+  r.rescale_to_mm();
+  CHECK(r.unit_mm == 1.0);
+  CHECK(r.speech[0].deformations[7] == doctest::Approx(1000.0 * dm.speech[0].deformations[7]));
+  CHECK(r.template_vertices[4] == doctest::Approx(1000.0 * dm.template_vertices[4]));
+
+  // auto-detection from the template's largest extent
+  fs::remove(d + "/units.txt");
+  auto with_template_scale = [&](float c) {
+    io::Mesh m = template_mesh();
+    for (Index i = 0; i < m.vertices.numel(); ++i) m.vertices[i] *= c;
+    io::save_obj(d + "/template.obj", m);
+  };
+  CHECK(data::bounding_box_extent(template_mesh().vertices) == doctest::Approx(1.0));
+  check_load_fails(d, {"template.obj", "cannot tell the length unit", "largest extent is 1", "units.txt", "--units"});
+  CHECK(load_with("mm").unit_mm == 1.0);  // an explicit unit settles it
+  with_template_scale(0.2f);               // a face 0.2 across: metres
+  const Dataset a1 = Dataset::load(d);
+  CHECK(a1.unit_mm == 1000.0);
+  CHECK(a1.unit_source.rfind("auto: template extent 0.2", 0) == 0);
+  with_template_scale(180.0f);             // 180 across: millimetres
+  CHECK(Dataset::load(d).unit_mm == 1.0);
+  with_template_scale(12.0f);              // 12 across: cm? refused
+  check_load_fails(d, {"template.obj", "cannot tell the length unit"});
 }

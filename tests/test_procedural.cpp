@@ -566,8 +566,45 @@ TEST_CASE("write_dataset: the DATA.md layout, reloadable, byte-identical per see
   std::size_t files2 = 0;
   for (const auto& e : fs::recursive_directory_iterator(dir2)) files2 += e.is_regular_file();
   CHECK(files.size() == files2);
-  // 1 obj + 3 regions + 3 templates + 1 split + 7 truth + 12 sequences + 6·3 speech truth + 6·2
-  CHECK(files.size() == 1 + 3 + 3 + 1 + 7 + 12 + 18 + 12);
+  // 1 obj + 1 units + 3 regions + 3 templates + 1 split + 7 truth + 12 sequences + 6·3 speech truth + 6·2
+  CHECK(files.size() == 1 + 1 + 3 + 3 + 1 + 7 + 12 + 18 + 12);
+  CHECK(bio::read_file_text(dir + "/units.txt") == "mm\n");
+
+  // A metres copy (gen-data --units m): every coordinate file is the mm one / 1000, the rest is
+  // identical, and it loads as metres.
+  {
+    auto cfg_m = cfg;
+    cfg_m.unit_mm = 1000;
+    const std::string dm = tmp_dir("m");
+    bd::write_dataset(dm, cfg_m);
+    CHECK(bio::read_file_text(dm + "/units.txt") == "m\n");
+    CHECK(nlohmann::json::parse(bio::read_file_text(dm + "/truth/config.json"))["units"] == "m");
+    auto check_scaled = [](const blendfuse::Tensor<float>& m, const blendfuse::Tensor<float>& mm) {
+      REQUIRE(m.shape() == mm.shape());
+      double worst = 0;
+      for (Index i = 0; i < m.numel(); ++i)
+        worst = std::max(worst, std::abs(1000.0 * m.data()[i] - mm.data()[i]) / (1.0 + std::abs(double(mm.data()[i]))));
+      CHECK(worst < 1e-6);
+    };
+    for (const char* f : {"/truth/speech_bases.npy", "/truth/expression_bases.npy", "/templates/P01.npy",
+                          "/speech/P01_sentence01.npy", "/expression/P01_smile01.npy"}) {
+      CAPTURE(f);
+      check_scaled(bio::load_npy<float>(dm + f), bio::load_npy<float>(dir + f));
+    }
+    check_scaled(bio::load_obj(dm + "/template.obj").vertices, bio::load_obj(dir + "/template.obj").vertices);
+    for (const char* f : {"/regions/lips.txt", "/regions/weights.npy", "/split.json", "/truth/lip_pairs.npy",
+                          "/truth/bilabial_frames.json", "/truth/speech/P01_sentence01.wA.npy"}) {
+      CAPTURE(f);
+      CHECK(bio::read_file_bytes(dm + f) == bio::read_file_bytes(dir + f));
+    }
+    const auto lm = bd::Dataset::load(dm);
+    CHECK(lm.unit_mm == 1000.0);
+    CHECK(lm.unit_source == "units.txt");
+    fs::remove(dm + "/units.txt");
+    CHECK(bd::Dataset::load(dm).unit_mm == 1000.0);  // and without units.txt, from its size
+    CHECK(bd::Dataset::load(dir).unit_mm == 1.0);
+    fs::remove_all(dm);
+  }
   for (const auto& f : files) {
     CAPTURE(f);
     CHECK(bio::read_file_bytes(dir + "/" + f) == bio::read_file_bytes(dir2 + "/" + f));

@@ -41,6 +41,15 @@ expect_ok "speak --text" "$BF" speak --model "$T/a.safetensors" --text "Bob boug
 [ -s "$T/s.npy" ] && [ -s "$T/s2.npy" ] && [ -s "$T/t.npy" ] && [ -s "$T/t.wav" ] && ok || bad "speak outputs missing"
 expect_ok "eval-audio" "$BF" eval-audio --model "$T/a.safetensors" --data "$T/data" --json
 grep -q '"method": "mean face' "$T/out.txt" && grep -q '"lve_mm"' "$T/out.txt" && ok || bad "eval-audio JSON lacks rows"
+cp "$T/out.txt" "$T/ev_mm.json"
+# units: the audio model works in mm; a metres copy of the data scores the same (in mm) and speak
+# --data answers in the data's unit
+expect_ok "gen-data --audio --units m" "$BF" gen-data --tiny --audio --out "$T/data_m" --seed 3 --units m
+expect_ok "eval-audio on metres" "$BF" eval-audio --model "$T/a.safetensors" --data "$T/data_m" --json
+A=$(grep '"lve_mm"' "$T/ev_mm.json" | head -1 | sed 's/.*: *//; s/,$//'); B=$(grep '"lve_mm"' "$T/out.txt" | head -1 | sed 's/.*: *//; s/,$//')
+awk -v a="$A" -v b="$B" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4 * a + 1e-6) }' && ok || bad "eval-audio LVE: mm data $A vs metres data $B"
+expect_ok "speak --data metres" "$BF" speak --model "$T/a.safetensors" --wav "$W" --data "$T/data_m" --out "$T/sm.npy"
+grep -q "in m)" "$T/out.txt" && ok || bad "speak --data metres does not say its output is in m"
 
 # bad inputs: clear errors naming the file, no half-written outputs
 expect_err "missing wav" "nope.wav" "$BF" speak --model "$T/a.safetensors" --wav "$T/nope.wav" --out "$T/x.npy"

@@ -35,5 +35,62 @@ expect_ok "gen other topology" "$BF" gen-data --tiny --grid 20 --out "$T/data2" 
 expect_err "vertex count mismatch" "vertices" "$BF" eval-fusion --data "$T/data2" --model "$T/a.safetensors"
 expect_err "model file is not safetensors" "speech_bases.npy:" "$BF" fuse --model "$T/data/truth/speech_bases.npy" --data "$T/data" --speech "$S" --expression "$E" --out "$T/x.npy"
 
+# ---- units: a metres copy of the same data (as VOCAset/FLAME are) ------------------------------
+# json_field FILE KEY ROW: the KEY number of the ROW-th (1-based) row of an eval-fusion --json output
+json_field() { grep "\"$2\"" "$1" | sed -n "$3p" | sed 's/.*: *//; s/,$//'; }
+# near A B REL: |A − B| <= REL·max(|A|, |B|) + 1e-6
+near() { awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; m = a < 0 ? -a : a; n = b < 0 ? -b : b; if (n > m) m = n; exit !(d <= r * m + 1e-6) }'; }
+expect_ok "gen-data --units m" "$BF" gen-data --tiny --out "$T/data_m" --seed 3 --units m
+grep -qx m "$T/data_m/units.txt" && grep -qx mm "$T/data/units.txt" && ok || bad "units.txt missing or wrong"
+expect_ok "train-fusion on metres" "$BF" train-fusion --data "$T/data_m" --out "$T/am.safetensors" --config "$T/cfg.json" --epochs 2 --batch 8
+grep -q "data in m (units.txt)" "$T/out.txt" && ok || bad "train-fusion does not say the data are in m"
+# the same model (scaled): eval tables equal up to float rounding (2 epochs: no time to diverge)
+expect_ok "eval mm" "$BF" eval-fusion --data "$T/data" --model "$T/a.safetensors" --json; cp "$T/out.txt" "$T/ev_mm.json"
+expect_ok "eval m" "$BF" eval-fusion --data "$T/data_m" --model "$T/am.safetensors" --json; cp "$T/out.txt" "$T/ev_m.json"
+for k in err_mm gap_mm lve_mm lve_sq_mm2; do for r in 1 2; do
+  A=$(json_field "$T/ev_mm.json" $k $r); B=$(json_field "$T/ev_m.json" $k $r)
+  near "$A" "$B" 0.01 && ok || bad "eval-fusion $k row $r: mm data $A vs metres data $B"
+done; done
+expect_ok "eval table in m" "$BF" eval-fusion --data "$T/data_m" --model "$T/am.safetensors"
+grep -q "scores in mm, data in m" "$T/out.txt" && ok || bad "eval-fusion table does not name the units"
+# a model trained in m, run on mm data (and the mm model on metres data): the unit follows the data
+expect_ok "eval mm model on m data" "$BF" eval-fusion --data "$T/data_m" --model "$T/a.safetensors" --json
+near "$(json_field "$T/out.txt" err_mm 2)" "$(json_field "$T/ev_mm.json" err_mm 2)" 0.01 && ok || bad "mm model on metres data scores differently"
+Sm="$T/data_m/speech/$(basename "$S")"; Em="$T/data_m/expression/$(basename "$E")"
+expect_ok "fuse in m" "$BF" fuse --model "$T/am.safetensors" --data "$T/data_m" --speech "$Sm" --expression "$Em" --out "$T/fused_m.npy"
+grep -q "in m (units.txt)" "$T/out.txt" && ok || bad "fuse does not say its output is in m"
+if /usr/bin/python3 -c "import numpy" 2>/dev/null; then  # the fused output × 1000 is the mm output
+  /usr/bin/python3 - "$T/fused.npy" "$T/fused_m.npy" <<'PY' && ok || bad "fused output in m × 1000 differs from the output in mm"
+import sys, numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2]) * 1000.0
+d = np.abs(a - b).max(); print("fuse mm vs m x1000: max diff %.3g mm" % d); sys.exit(0 if d < 2e-3 else 1)
+PY
+fi
+# auto-detection: without units.txt a template under 1 in extent is metres; a 5–20 one is refused
+cp -r "$T/data_m" "$T/data_auto" && rm "$T/data_auto/units.txt"
+expect_ok "auto units" "$BF" eval-fusion --data "$T/data_auto" --model "$T/am.safetensors"
+grep -q "data in m (auto: template extent" "$T/out.txt" && ok || bad "auto-detection did not find metres"
+awk '$1 == "v" { $2 *= 50; $3 *= 50; $4 *= 50 } { print }' "$T/data_m/template.obj" >"$T/data_auto/template.obj"
+expect_err "ambiguous units" "cannot tell the length unit" "$BF" eval-fusion --data "$T/data_auto" --model "$T/am.safetensors"
+expect_err "bad units.txt" "units.txt: unknown length unit 'inch'" sh -c "echo inch >'$T/data_auto/units.txt' && '$BF' eval-fusion --data '$T/data_auto' --model '$T/am.safetensors'"
+
+# the fusion module beats the naive sum on data in metres (a small but learnable setting: 6
+# subjects, map 32, 6 epochs), and the metres and mm copies give the same table within noise
+cat >"$T/cfg32.json" <<'J'
+{"map_size": 32, "channels": [8, 16, 32], "k_a": 8, "k_e": 8}
+J
+expect_ok "gen 6 subjects mm" "$BF" gen-data --tiny --subjects 6 --sentences 4 --out "$T/d6" --seed 3
+expect_ok "gen 6 subjects m" "$BF" gen-data --tiny --subjects 6 --sentences 4 --out "$T/d6m" --seed 3 --units m
+expect_ok "train 6 subjects mm" "$BF" train-fusion --data "$T/d6" --out "$T/d6.safetensors" --config "$T/cfg32.json" --epochs 6 --batch 16 --quiet
+expect_ok "train 6 subjects m" "$BF" train-fusion --data "$T/d6m" --out "$T/d6m.safetensors" --config "$T/cfg32.json" --epochs 6 --batch 16 --quiet
+expect_ok "eval 6 subjects mm" "$BF" eval-fusion --data "$T/d6" --model "$T/d6.safetensors" --json; cp "$T/out.txt" "$T/ev6.json"
+expect_ok "eval 6 subjects m" "$BF" eval-fusion --data "$T/d6m" --model "$T/d6m.safetensors" --json; cp "$T/out.txt" "$T/ev6m.json"
+for k in err_mm gap_mm lve_mm; do
+  N=$(json_field "$T/ev6m.json" $k 1); F=$(json_field "$T/ev6m.json" $k 2); Fmm=$(json_field "$T/ev6.json" $k 2)
+  awk -v f="$F" -v n="$N" 'BEGIN { exit !(f < 0.75 * n) }' && ok || bad "metres data: fusion $k $F does not beat the naive sum $N"
+  # training amplifies rounding differences (within noise: seeds 1–3 here give err 0.20–0.29 mm, gap 0.66–1.11 mm)
+  near "$F" "$Fmm" 0.4 && ok || bad "metres vs mm data: $k $F vs $Fmm"
+done
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

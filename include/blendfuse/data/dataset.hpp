@@ -12,6 +12,8 @@
 //   split.json                optional {"train": [subjects], "val": [...], "test": [...]}
 //                             (default: every subject is "train"; subjects a split.json does not
 //                             list belong to no split)
+//   units.txt                 optional: the length unit of every coordinate above, one word:
+//                             "mm", "cm" or "m" ('#' comments allowed)
 // Files in the sequence folders other than .npy/.wav, and sub-folders, are ignored.
 //
 // FaceFormer's VOCAset layout is taken as is: when DIR has no speech/ but has vertices_npy/
@@ -30,6 +32,14 @@
 // (VOCAset at 30 fps with 5023 vertices is ~60 KB per frame, a few GB in all.)
 //
 // Subject names: the part of a file stem before its sequence token — see parse_subject.
+//
+// Units: data are kept in the file's unit (nothing is rescaled on load); Dataset::unit_mm says how
+// many millimetres one unit is (1 for mm, 1000 for m) and unit_source where that came from. The
+// unit is, in this order: DatasetOptions::units when it is not "auto" (the CLI's --units), else
+// units.txt, else detected from the template: a face whose largest bounding-box side is below 1
+// is in metres, above 20 in millimetres, and anything in between (a face in cm? a tiny part of
+// one?) is refused with a message asking for units.txt or --units. Models and metrics convert
+// with unit_mm (docs/fusion.md, "Units").
 //
 // Errors: every bad input throws IoError("<file>: what is wrong"): a missing template.obj or
 // lips.txt, an index out of range (naming the line and the vertex count), a sequence whose vertex
@@ -119,7 +129,81 @@ struct DatasetOptions {
   std::string template_mesh;     // default DIR/template.obj (VOCAset layout: DIR/FLAME_sample.ply)
   std::string lips;              // default DIR/regions/lips.txt
   Index vocaset_frame_step = 2;  // subsampling of vertices_npy/ files (60 → 30 fps)
+  std::string units = "auto";    // "mm", "cm", "m", or "auto" (units.txt, else the template's size)
 };
+
+// ---- length units ------------------------------------------------------------------------------
+/// Millimetres per unit of a unit name: "mm" → 1, "cm" → 10, "m" → 1000; ArgumentError otherwise.
+inline double unit_mm_from_name(std::string_view name) {
+  if (name == "mm") return 1.0;
+  if (name == "cm") return 10.0;
+  if (name == "m") return 1000.0;
+  throw ArgumentError("unknown length unit '" + std::string(name) + "' (expected mm, cm or m)");
+}
+/// The name of a unit given in millimetres per unit ("mm", "cm", "m", else e.g. "2.5 mm").
+inline std::string unit_name(double unit_mm) {
+  if (unit_mm == 1.0) return "mm";
+  if (unit_mm == 10.0) return "cm";
+  if (unit_mm == 1000.0) return "m";
+  return blendfuse::detail::concat(unit_mm, " mm");
+}
+
+/// Auto-detection thresholds on the template's largest bounding-box side (see the file comment).
+inline constexpr double kMetresMaxExtent = 1.0;        // below: metres (a face is ~0.2 m)
+inline constexpr double kMillimetresMinExtent = 20.0;  // above: millimetres (a face is ~150–250 mm)
+
+/// Largest side of the axis-aligned bounding box of (V, 3) vertices.
+inline double bounding_box_extent(const Tensor<float>& vertices) {
+  const auto v = vertices.contiguous();
+  const Index n = v.numel() / 3;
+  if (n == 0) return 0.0;
+  double lo[3], hi[3];
+  for (int c = 0; c < 3; ++c) lo[c] = hi[c] = v[c];
+  for (Index i = 1; i < n; ++i)
+    for (int c = 0; c < 3; ++c) {
+      lo[c] = std::min(lo[c], static_cast<double>(v[3 * i + c]));
+      hi[c] = std::max(hi[c], static_cast<double>(v[3 * i + c]));
+    }
+  return std::max({hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]});
+}
+
+/// The unit of a template from its size: 1000 (metres) below kMetresMaxExtent, 1 (millimetres)
+/// above kMillimetresMinExtent; IoError(path, ...) asking for units.txt or --units otherwise.
+inline double detect_unit_mm(const Tensor<float>& vertices, const std::string& path) {
+  const double e = bounding_box_extent(vertices);
+  if (e > 0 && e < kMetresMaxExtent) return 1000.0;
+  if (e > kMillimetresMinExtent && std::isfinite(e)) return 1.0;
+  throw IoError(path, blendfuse::detail::concat(
+                          "cannot tell the length unit: the template's largest extent is ", e,
+                          ", neither a face in metres (< ", kMetresMaxExtent, ") nor in millimetres (> ",
+                          kMillimetresMinExtent, "); write the unit (mm, cm or m) to units.txt in the "
+                          "dataset folder or pass --units"));
+}
+
+/// Reads a units.txt file: one of "mm", "cm", "m" (blank lines and '#' comments allowed).
+inline double load_units_file(const std::string& path) {
+  const std::string text = io::read_file_text(path);
+  std::string word;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string_view line(text.data() + pos, end - pos);
+    pos = end + 1;
+    if (const auto h = line.find('#'); h != std::string_view::npos) line = line.substr(0, h);
+    const auto tok = io::detail::split_ws(line);
+    for (const auto& t : tok) {
+      if (!word.empty()) throw IoError(path, "expected one unit word (mm, cm or m), got more than one");
+      word = std::string(t);
+    }
+  }
+  if (word.empty()) throw IoError(path, "no unit in file (expected mm, cm or m)");
+  try {
+    return unit_mm_from_name(word);
+  } catch (const ArgumentError& e) {
+    throw IoError(path, e.what());
+  }
+}
 
 /// One frame of one sequence: index into Dataset::sequences(domain), frame number.
 struct FrameRef {
@@ -353,6 +437,28 @@ struct Dataset {
   std::vector<Sequence> speech, expression;          // sorted by name
   std::vector<std::string> train, val, test;         // subjects per split (sorted)
   bool has_split_file = false;                       // split.json was present
+  double unit_mm = 1.0;                              // millimetres per data unit (1 mm, 1000 m)
+  std::string unit_source = "default";               // "--units", "units.txt", "auto: ..."
+
+  /// The data's unit name ("mm", "m", ...).
+  std::string units() const { return unit_name(unit_mm); }
+
+  /// Rescales every coordinate (templates and deformations) to millimetres and sets unit_mm = 1
+  /// (a no-op on mm data). For stages that work in mm throughout (the audio model).
+  void rescale_to_mm() {
+    if (unit_mm == 1.0) return;
+    const auto f = static_cast<float>(unit_mm);
+    auto scale = [f](Tensor<float>& t) {
+      float* p = t.data();
+      for (Index i = 0; i < t.numel(); ++i) p[i] *= f;
+    };
+    scale(template_vertices);
+    for (auto& [s, t] : subject_templates) scale(t);
+    for (auto* seqs : {&speech, &expression})
+      for (auto& q : *seqs) scale(q.deformations);
+    unit_source += ", rescaled to mm";
+    unit_mm = 1.0;
+  }
 
   Index num_vertices() const { return template_vertices.empty() ? 0 : template_vertices.dim(0); }
 
@@ -444,6 +550,25 @@ struct Dataset {
     ds.template_vertices = mesh.vertices;
     ds.faces = mesh.faces;
     const std::string vsrc = fs::path(tpath).filename().string();
+
+    // ---- units: the option, else units.txt, else the template's size ----
+    if (const auto up = (root / "units.txt").string(); opt.units != "auto") {
+      try {
+        ds.unit_mm = unit_mm_from_name(opt.units);
+      } catch (const ArgumentError& e) {
+        throw ArgumentError(std::string("--units: ") + e.what());
+      }
+      ds.unit_source = "--units";
+      if (detail::is_file(up) && load_units_file(up) != ds.unit_mm)
+        ds.unit_source += " (overrides units.txt: " + unit_name(load_units_file(up)) + ")";
+    } else if (detail::is_file(up)) {
+      ds.unit_mm = load_units_file(up);
+      ds.unit_source = "units.txt";
+    } else {
+      ds.unit_mm = detect_unit_mm(ds.template_vertices, tpath);
+      ds.unit_source = blendfuse::detail::concat("auto: template extent ",
+                                                 bounding_box_extent(ds.template_vertices));
+    }
 
     // ---- regions ----
     ds.lips = load_index_file(opt.lips.empty() ? (root / "regions" / "lips.txt").string() : opt.lips,

@@ -38,6 +38,10 @@
 //     speech/<name>.phonemes.json {"text": ..., "phonemes": [{"phoneme","start","end"}, ...]},
 //     expression/<name>.wE.npy (T,Ke) clean weights, expression/<name>.leak_wA.npy (T,Ka).
 //   Clean truth of a sequence = template + B_A* wA + B_E* wE (weights of the other domain are 0).
+//   units.txt: the length unit of the files ("mm"; "m" with ProceduralConfig::unit_mm = 1000).
+// Units: everything is generated in mm (every constant above is in mm); with unit_mm ≠ 1 (gen-data
+// --units m) the coordinates written — template.obj, templates/, speech/, expression/ and the
+// truth bases — are divided by unit_mm, so a metres copy of a dataset is the mm one × 0.001.
 // Same seed and config → byte-identical files (on one platform; the espeak-ng path additionally
 // depends on the installed espeak-ng version).
 #pragma once
@@ -55,6 +59,7 @@
 #include "blendfuse/core/error.hpp"
 #include "blendfuse/core/rng.hpp"
 #include "blendfuse/core/tensor.hpp"
+#include "blendfuse/data/dataset.hpp"
 #include "blendfuse/data/face_mesh.hpp"
 #include "blendfuse/data/phonemes.hpp"
 #include "blendfuse/io/file.hpp"
@@ -101,6 +106,9 @@ struct ProceduralConfig {
   /// speech/<name>.wav (16 kHz, 16-bit) is written next to the .npy. Off: no audio, and the
   /// dataset is byte-identical to one written before this option existed.
   bool audio = false;
+  /// Millimetres per unit of the written coordinates: 1 (mm, the default) or e.g. 1000 (metres).
+  /// Generation is always in mm; only the files are converted.
+  double unit_mm = 1.0;
 
   /// A small configuration for tests: ~600 vertices, 3 subjects, short sequences.
   static ProceduralConfig tiny() {
@@ -135,6 +143,8 @@ struct ProceduralConfig {
     BF_CHECK(fps > 0 && std::isfinite(speech_leak) && std::isfinite(expression_leak) &&
                  std::isfinite(identity_scale),
              ArgumentError, "ProceduralConfig: bad fps or leak/scale value");
+    BF_CHECK(unit_mm > 0 && std::isfinite(unit_mm), ArgumentError, "ProceduralConfig: unit_mm ", unit_mm,
+             " must be positive");
   }
 };
 
@@ -781,7 +791,7 @@ inline nlohmann::ordered_json config_json(const ProceduralConfig& c, const std::
   j["identity_scale"] = c.identity_scale;
   j["fps"] = c.fps;
   j["phoneme_source"] = source;
-  j["units"] = "mm";
+  j["units"] = unit_name(c.unit_mm);
   if (c.audio) {  // only with audio, so that datasets without it stay byte-identical
     j["audio"] = true;
     j["audio_sample_rate"] = io::kSpeechSampleRate;
@@ -800,10 +810,19 @@ inline void save_json(const std::string& path, const nlohmann::ordered_json& j) 
   io::write_file_atomic(path, j.dump(2) + "\n");
 }
 
+/// x / unit_mm as a new tensor; x itself for mm (so mm files stay byte-identical).
+inline Tensor<float> in_unit(const Tensor<float>& x, double unit_mm) {
+  if (unit_mm == 1.0) return x;
+  Tensor<float> out = x.clone();
+  float* p = out.data();
+  for (Index i = 0; i < out.numel(); ++i) p[i] = static_cast<float>(static_cast<double>(p[i]) / unit_mm);
+  return out;
+}
+
 inline void write_sequence(const std::string& dir, const ProceduralSequence& seq, double fps,
-                           nlohmann::ordered_json& bilabial) {
+                           nlohmann::ordered_json& bilabial, double unit_mm = 1.0) {
   if (seq.kind == SequenceKind::Speech) {
-    io::save_npy(dir + "/speech/" + seq.name + ".npy", seq.positions);
+    io::save_npy(dir + "/speech/" + seq.name + ".npy", in_unit(seq.positions, unit_mm));
     if (!seq.audio.empty())
       io::save_wav(dir + "/speech/" + seq.name + ".wav", seq.audio, io::kSpeechSampleRate, 1, io::WavFormat::Pcm16);
     io::save_npy(dir + "/truth/speech/" + seq.name + ".wA.npy", seq.w_speech);
@@ -818,7 +837,7 @@ inline void write_sequence(const std::string& dir, const ProceduralSequence& seq
     save_json(dir + "/truth/speech/" + seq.name + ".phonemes.json", j);
     bilabial[seq.name] = seq.bilabial_frames;
   } else {
-    io::save_npy(dir + "/expression/" + seq.name + ".npy", seq.positions);
+    io::save_npy(dir + "/expression/" + seq.name + ".npy", in_unit(seq.positions, unit_mm));
     io::save_npy(dir + "/truth/expression/" + seq.name + ".wE.npy", seq.w_expression);
     io::save_npy(dir + "/truth/expression/" + seq.name + ".leak_wA.npy", seq.leak_speech);
   }
@@ -839,16 +858,22 @@ inline std::string write_dataset(const std::string& dir, const ProceduralConfig&
     if (ec) throw IoError(dir + sub, "cannot create folder: " + ec.message());
   }
   const FaceMesh& m = model.mesh;
-  io::save_obj(dir + "/template.obj", m.as_mesh());
+  const double u = cfg.unit_mm;
+  {
+    io::Mesh tm = m.as_mesh();
+    tm.vertices = detail::in_unit(tm.vertices, u);
+    io::save_obj(dir + "/template.obj", tm);
+  }
+  io::write_file_atomic(dir + "/units.txt", unit_name(u) + "\n");
   io::write_file_atomic(dir + "/regions/lips.txt", detail::indices_text(m.lips));
   io::write_file_atomic(dir + "/regions/upper_face.txt", detail::indices_text(m.upper_face));
   io::save_npy(dir + "/regions/weights.npy", m.weights);
-  for (const auto& s : model.subjects) io::save_npy(dir + "/templates/" + s.name + ".npy", s.neutral);
+  for (const auto& s : model.subjects) io::save_npy(dir + "/templates/" + s.name + ".npy", detail::in_unit(s.neutral, u));
   detail::save_json(dir + "/split.json",
                     nlohmann::ordered_json{{"train", model.train}, {"val", model.val}, {"test", model.test}});
 
-  io::save_npy(dir + "/truth/speech_bases.npy", model.bases.speech);
-  io::save_npy(dir + "/truth/expression_bases.npy", model.bases.expression);
+  io::save_npy(dir + "/truth/speech_bases.npy", detail::in_unit(model.bases.speech, u));
+  io::save_npy(dir + "/truth/expression_bases.npy", detail::in_unit(model.bases.expression, u));
   Tensor<std::int32_t> pairs({static_cast<Index>(m.lip_pairs.size()), 2});
   for (std::size_t i = 0; i < m.lip_pairs.size(); ++i) {
     pairs(static_cast<Index>(i), 0) = m.lip_pairs[i][0];
@@ -872,9 +897,9 @@ inline std::string write_dataset(const std::string& dir, const ProceduralConfig&
   nlohmann::ordered_json bilabial = nlohmann::ordered_json::object();
   for (int s = 0; s < cfg.num_subjects; ++s) {
     for (int q = 0; q < cfg.speech_per_subject; ++q)
-      detail::write_sequence(dir, make_speech_sequence(model, s, q), cfg.fps, bilabial);
+      detail::write_sequence(dir, make_speech_sequence(model, s, q), cfg.fps, bilabial, u);
     for (int q = 0; q < cfg.expression_per_subject; ++q)
-      detail::write_sequence(dir, make_expression_sequence(model, s, q), cfg.fps, bilabial);
+      detail::write_sequence(dir, make_expression_sequence(model, s, q), cfg.fps, bilabial, u);
   }
   detail::save_json(dir + "/truth/bilabial_frames.json", bilabial);
   return source;

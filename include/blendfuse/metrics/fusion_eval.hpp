@@ -3,7 +3,8 @@
 // For every (speech sequence, expression sequence) pair of the test subjects, the expression is
 // time-stretched to the speech length and fused; the result, placed on the speech subject's
 // template, is compared with the clean truth  template + B_A* w_A + B_E* w_E  that the generator
-// wrote to truth/ (no leaks). Reported per method:
+// wrote to truth/ (no leaks). `fuse` works in the dataset's unit (Dataset::unit_mm); every score
+// is reported in millimetres whatever that unit is (distances × unit_mm). Reported per method:
 //   err_mm      mean vertex L2 distance to the clean truth (mm)
 //   gap_mm      lip-closure gap error: mean |gap(pred) − gap(truth)| over frames whose truth is a
 //               closed bilabial /p b m/ (gap = mean distance of paired upper/lower lip vertices)
@@ -157,10 +158,11 @@ inline FusionScore evaluate_fusion(const data::Dataset& ds, const ProceduralTrut
     }
   }
   const double nf = static_cast<double>(std::max<Index>(s.frames, 1));
-  s.err_mm = err / nf;
-  s.lve_mm = lve / nf;
-  s.lve_sq = lsq / nf;
-  s.gap_mm = s.bilabial_frames ? gap / static_cast<double>(s.bilabial_frames) : 0.0;
+  const double u = ds.unit_mm;  // data unit → mm (exactly 1 for mm data)
+  s.err_mm = err / nf * u;
+  s.lve_mm = lve / nf * u;
+  s.lve_sq = lsq / nf * (u * u);
+  s.gap_mm = (s.bilabial_frames ? gap / static_cast<double>(s.bilabial_frames) : 0.0) * u;
   return s;
 }
 

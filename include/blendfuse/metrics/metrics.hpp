@@ -1,6 +1,8 @@
 // blendfuse — evaluation metrics for talking-face sequences. All take (T, V, 3) sequences in the
 // mesh's units (mm for our data) of predicted and reference vertex positions (or deformations —
-// every metric here is a difference, so either works as long as both agree).
+// every metric here is a difference, so either works as long as both agree). The results are in
+// that same unit ("_mm" names the usual case): callers with data in another unit multiply by
+// Dataset::unit_mm (squared for lve_sq) to report mm, as evaluate_fusion does.
 //
 //   lve_mm        lip vertex error: per frame the maximum L2 distance over lip vertices, averaged
 //                 over frames (the paper's Table 1 convention, in mm)

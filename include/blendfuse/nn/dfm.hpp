@@ -9,7 +9,16 @@
 //   ΔV_O = B_A w_A + B_E w_E,
 // dropping the cross-domain parts ε, which carry the secondary deformations each dataset leaks.
 //
-// Deformations are (B, V, 3) in the mesh's units (mm for our data). Encoder input is the geometry
+// Units: the model works in millimetres inside (its loss weights, the mask channel's scale, the
+// fixed column norm √V — a weight reads as an RMS displacement in mm — are all tuned for mm).
+// DfmConfig::data_unit_mm records the unit of the data it was trained on (1 = mm, 1000 = m; absent
+// in a file = mm, so files from before units load unchanged); encode/decode/fuse take and return
+// deformations in that unit by default, or in any unit passed as `unit_mm`, and convert at the
+// boundary (x·unit_mm in, y/unit_mm out; skipped entirely for mm, so mm results are bit-identical
+// to before). train_batch/evaluate_batch take data in data_unit_mm; their loss values are in mm².
+// blendshapes() and encoded weights are internal (mm).
+//
+// Deformations are (B, V, 3). Encoder input is the geometry
 // map (B, 3, S, S) plus, by default, the map's validity mask as a 4th channel: a bias-free conv
 // followed by instance norm is exactly invariant to the input's scale (IN(c·x) = IN(x)), so
 // without a constant channel the encoder could not tell a small deformation from a large one of
@@ -28,8 +37,10 @@
 // losses and the Laplacian are backend-independent host loops.
 #pragma once
 
+#include <cmath>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -64,6 +75,7 @@ struct DfmConfig {
   double lambda_reg = 1e-4;
   double lambda_usage = 0.0;        // group lasso on latent usage (METHOD-NOTES)
   double lambda_overlap = 5.0;      // overlap of the speech and expression blendshape subspaces
+  double data_unit_mm = 1.0;        // millimetres per unit of the training data (1 mm, 1000 m)
 
   Index k() const { return k_a + k_e; }
   double sparsity_weight(Domain d) const {
@@ -163,6 +175,8 @@ struct DfmConfig {
     BF_CHECK(std::isfinite(lambda_sparsity_e) && lambda_sparsity_e <= 1e6, ArgumentError,
              "DfmConfig: lambda_sparsity_e must be finite and <= 1e6 (< 0: same as lambda_sparsity), got ",
              lambda_sparsity_e);
+    BF_CHECK(data_unit_mm > 0 && std::isfinite(data_unit_mm), ArgumentError,
+             "DfmConfig: data_unit_mm must be positive, got ", data_unit_mm);
   }
 
   void finalize() {
@@ -173,14 +187,18 @@ struct DfmConfig {
     if (column_norm < 0) column_norm = std::sqrt(static_cast<double>(vertices));
   }
 
+  /// The config as JSON; data_unit_mm only when it is not 1 (absent = mm), so that a model
+  /// trained on mm data is byte-identical to one written before units existed.
   nlohmann::json to_json() const {
-    return {{"variant", variant}, {"vertices", vertices}, {"map_size", map_size},
+    nlohmann::json j = {{"variant", variant}, {"vertices", vertices}, {"map_size", map_size},
             {"channels", channels}, {"k_a", k_a}, {"k_e", k_e}, {"encoder", encoder},
             {"mlp_hidden", mlp_hidden}, {"mask_channel", mask_channel},
             {"column_norm", column_norm}, {"lambda_rec", lambda_rec},
             {"lambda_sparsity", lambda_sparsity}, {"lambda_laplace", lambda_laplace},
             {"lambda_reg", lambda_reg}, {"lambda_usage", lambda_usage},
             {"lambda_sparsity_e", lambda_sparsity_e}, {"lambda_overlap", lambda_overlap}};
+    if (data_unit_mm != 1.0) j["data_unit_mm"] = data_unit_mm;
+    return j;
   }
 
   /// An integer config value; 2.5 or "3" are errors (not silently truncated).
@@ -218,6 +236,11 @@ struct DfmConfig {
         else if (key == "lambda_usage") lambda_usage = v.get<double>();
         else if (key == "lambda_sparsity_e") lambda_sparsity_e = v.get<double>();
         else if (key == "lambda_overlap") lambda_overlap = v.get<double>();
+        else if (key == "data_unit_mm") {
+          data_unit_mm = v.get<double>();
+          if (!(data_unit_mm > 0) || !std::isfinite(data_unit_mm))
+            throw ArgumentError(where + ": data_unit_mm must be positive, got " + v.dump());
+        }
         else throw ArgumentError(where + ": unknown config key '" + key + "'");
       }
     } catch (const nlohmann::json::exception& e) {
@@ -248,8 +271,10 @@ class DeformationFusionModule {
       : cfg_(std::move(cfg)) {
     cfg_.vertices = template_vertices.dim(0);
     cfg_.finalize();
-    if (cfg_.encoder == "conv")
-      map_ = geometry::GeometryMap::build(template_vertices, faces, cfg_.map_size, cfg_.map_size);
+    if (cfg_.encoder == "conv")  // built from the template in mm (absolute tolerances inside)
+      map_ = geometry::GeometryMap::build(cfg_.data_unit_mm == 1.0 ? template_vertices
+                                                                  : scaled(template_vertices, cfg_.data_unit_mm),
+                                          faces, cfg_.map_size, cfg_.map_size);
     topo_ = geometry::MeshTopology(faces, cfg_.vertices);
     build_modules();
     Rng rng(seed);
@@ -261,6 +286,8 @@ class DeformationFusionModule {
   const DfmConfig& config() const { return cfg_; }
   const geometry::MeshTopology& topology() const { return topo_; }
   Index vertices() const { return cfg_.vertices; }
+  /// Millimetres per unit of the data the model was trained on (the default unit of its I/O).
+  double data_unit_mm() const { return cfg_.data_unit_mm; }
 
   ParamList<T> parameters() {
     ParamList<T> ps;
@@ -292,7 +319,8 @@ class DeformationFusionModule {
            decoder_.macs_per_sample();
   }
 
-  /// Encoder input for deformations dv (B, V, 3): the map (+ mask) or the flattened mesh.
+  /// Encoder input for deformations dv (B, V, 3) in mm (internal): the map (+ mask) or the
+  /// flattened mesh.
   TensorB encoder_input(const TensorB& dv) const {
     check_shape(dv, {-1, cfg_.vertices, 3}, "DeformationFusionModule: deformations");
     if (cfg_.encoder == "mlp") return dv.contiguous().reshape({dv.dim(0), cfg_.vertices * 3});
@@ -308,34 +336,50 @@ class DeformationFusionModule {
     return x;
   }
 
-  /// Blendshape weights (B, K) of deformations dv (B, V, 3) from the encoder of `d`.
-  TensorB encode(Domain d, const TensorB& dv) const {
-    const TensorB x = encoder_input(dv);
+  /// Blendshape weights (B, K) of deformations dv (B, V, 3) from the encoder of `d`. dv is in
+  /// `unit_mm` millimetres per unit (0: the model's data unit); the weights are internal (mm).
+  TensorB encode(Domain d, const TensorB& dv, double unit_mm = 0) const {
+    const TensorB x = encoder_input(to_internal(dv, unit_mm));
     const std::size_t i = static_cast<std::size_t>(d);
     return cfg_.encoder == "conv" ? conv_[i].forward(x) : mlp_[i].forward(x);
   }
 
-  /// Deformations (B, V, 3) from weights (B, K).
-  TensorB decode(const TensorB& w) const {
-    return decoder_.forward(w).reshape({w.dim(0), cfg_.vertices, 3});
+  /// Deformations (B, V, 3) from weights (B, K), in `unit_mm` (0: the model's data unit).
+  TensorB decode(const TensorB& w, double unit_mm = 0) const {
+    return from_internal(decoder_.forward(w).reshape({w.dim(0), cfg_.vertices, 3}), unit_mm);
   }
 
-  /// Eq. 13: B_A w_A(speech) + intensity · B_E w_E(expression); both (T, V, 3), same T.
-  TensorB fuse(const TensorB& speech, const TensorB& expression, double intensity = 1.0) const {
+  /// Eq. 13: B_A w_A(speech) + intensity · B_E w_E(expression); both (T, V, 3), same T, in
+  /// `unit_mm` millimetres per unit (0: the model's data unit); the result is in the same unit.
+  TensorB fuse(const TensorB& speech, const TensorB& expression, double intensity = 1.0,
+               double unit_mm = 0) const {
     BF_CHECK(speech.shape() == expression.shape(), ShapeError, "fuse: speech ", speech.shape_string(),
              " and expression ", expression.shape_string(), " must have the same shape");
-    TensorB wa = encode(Domain::Speech, speech);
-    const TensorB we = encode(Domain::Expression, expression);
+    TensorB wa = encode(Domain::Speech, speech, unit_mm);
+    const TensorB we = encode(Domain::Expression, expression, unit_mm);
     const Index n = wa.dim(0), K = cfg_.k();
     for (Index t = 0; t < n; ++t)
       for (Index j = cfg_.k_a; j < K; ++j) wa[t * K + j] = static_cast<T>(intensity * we[t * K + j]);
-    return decode(wa);
+    return decode(wa, unit_mm);
   }
 
-  /// One training pass over a batch of one domain: forward, losses, backward (gradients are
-  /// accumulated into the parameters). Returns the weighted loss terms.
-  DfmLosses train_batch(Domain d, const TensorB& dv_b, const TensorB& vertex_weights_b) {
+  /// dv (in `unit_mm`, 0: the data unit) in mm; the input itself when that is already mm.
+  TensorB to_internal(const TensorB& dv, double unit_mm = 0) const {
+    const double u = resolve_unit(unit_mm);
+    return u == 1.0 ? dv : scaled(dv, u);
+  }
+  /// y (mm) in `unit_mm` (0: the data unit); y itself when that is mm.
+  TensorB from_internal(const TensorB& y, double unit_mm = 0) const {
+    const double u = resolve_unit(unit_mm);
+    return u == 1.0 ? y : scaled(y, 1.0 / u);
+  }
+
+  /// One training pass over a batch of one domain (deformations in the model's data unit):
+  /// forward, losses, backward (gradients are accumulated into the parameters). Returns the
+  /// weighted loss terms (in mm, the internal unit).
+  DfmLosses train_batch(Domain d, const TensorB& dv_data, const TensorB& vertex_weights_b) {
     const std::size_t di = static_cast<std::size_t>(d);
+    const TensorB dv_b = to_internal(dv_data);
     const TensorB x = encoder_input(dv_b);
     typename ConvInReluEncoder<T, B>::Context cctx;
     typename MlpEncoder<T, B>::Context mctx;
@@ -395,10 +439,12 @@ class DeformationFusionModule {
     return L;
   }
 
-  /// Loss terms without touching gradients (validation).
-  DfmLosses evaluate_batch(Domain d, const TensorB& dv_b, const TensorB& vertex_weights_b) const {
-    const TensorB w_b = encode(d, dv_b);
-    const TensorB pred_b = decode(w_b);
+  /// Loss terms without touching gradients (validation); data in the model's data unit, losses
+  /// in mm.
+  DfmLosses evaluate_batch(Domain d, const TensorB& dv_data, const TensorB& vertex_weights_b) const {
+    const TensorB dv_b = to_internal(dv_data);
+    const TensorB w_b = encode(d, dv_b, 1.0);
+    const TensorB pred_b = decode(w_b, 1.0);
     const Tensor<T> w = detail::host_view<Cpu>(w_b), pred = detail::host_view<Cpu>(pred_b);
     const Tensor<T> dv = detail::host_view<Cpu>(dv_b), vertex_weights = detail::host_view<Cpu>(vertex_weights_b);
     DfmLosses L;
@@ -478,6 +524,25 @@ class DeformationFusionModule {
   }
 
  private:
+  double resolve_unit(double unit_mm) const {
+    const double u = unit_mm == 0 ? cfg_.data_unit_mm : unit_mm;
+    BF_CHECK(u > 0 && std::isfinite(u), ArgumentError, "DeformationFusionModule: unit ", unit_mm,
+             " mm is not positive");
+    return u;
+  }
+  /// A new tensor c·x (host loop on the tensor's memory).
+  template <class Tn>
+  static Tn scaled(const Tn& x, double c) {
+    const auto xc = x.contiguous();
+    Tn out(x.shape());
+    using E = std::remove_cv_t<std::remove_reference_t<decltype(*out.data())>>;
+    const E* xp = xc.data();
+    E* op = out.data();
+    const Index n = out.numel();
+    for (Index i = 0; i < n; ++i) op[i] = static_cast<E>(static_cast<double>(xp[i]) * c);
+    return out;
+  }
+
   static void axpy(Tensor<T>& y, const Tensor<T>& x, double a) {
     const auto c = x.contiguous();
     T* yp = y.data();
