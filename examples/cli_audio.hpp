@@ -298,10 +298,12 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
   c->add_option("--intensity", a.intensity, "scale of the expression weights, in [0, 10]");
   c->add_flag("--naive", a.naive, "with --expression: the naive sum of speech and expression deformations (no fusion model; the baseline)");
   c->add_option("--out", a.out, "output .npy (T,V,3) absolute positions (mm; with --data, the dataset's unit)")->required();
-  add_units_option(c, a.units);
-  c->callback([&] {
-    run = [&] {
+  auto* units_opt = add_units_option(c, a.units);
+  c->callback([&, units_opt] {
+    run = [&, units_opt] {
       if (a.wav.empty() && a.text.empty()) throw ArgumentError("speak: give --wav FILE or --text \"...\"");
+      if (units_opt->count() > 0 && a.data.empty())
+        throw ArgumentError("speak: --units is the unit of the --data dataset; without --data there is none (the output is in mm)");
       if (a.naive ? (a.expression.empty() || !a.fusion.empty()) : (a.fusion.empty() != a.expression.empty()))
         throw ArgumentError(a.naive ? "speak --naive: give --expression (and no --fusion)"
                                     : "speak: --fusion and --expression go together");

@@ -76,8 +76,8 @@ struct GenDataArgs {
 };
 
 /// `--units auto|mm|cm|m` of the commands that read a dataset (auto: units.txt, else the size).
-inline void add_units_option(CLI::App* c, std::string& units) {
-  c->add_option("--units", units, "length unit of the dataset: auto (units.txt in the folder, else from the "
+inline CLI::Option* add_units_option(CLI::App* c, std::string& units) {
+  return c->add_option("--units", units, "length unit of the dataset: auto (units.txt in the folder, else from the "
                                   "template's size), mm, cm or m (default auto)")
       ->check(CLI::IsMember({"auto", "mm", "cm", "m"}));
 }
