@@ -156,6 +156,14 @@ TEST_CASE("DFM config: configurations that cannot work are refused with the reas
   c.lambda_laplace = 1;
   c.channels = {};
   CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("channels must list 1 to 12 conv blocks"), ArgumentError);
+  c.channels = {4, 8};
+  c.map_size = 16;
+  for (double u : {0.0, -1000.0, std::nan(""), HUGE_VAL}) {
+    c.data_unit_mm = u;  // the unit of the training data (units): checked with the rest
+    CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("DfmConfig: data_unit_mm must be positive"), ArgumentError);
+  }
+  c.data_unit_mm = 1000;
+  CHECK_NOTHROW(c.validate());
   nn::DfmConfig j;
   CHECK_THROWS_WITH_AS(j.update_from_json(nlohmann::json::parse(R"({"k_a": 2.5})"), "c.json"),
                        doctest::Contains("c.json: k_a must be an integer, got 2.5"), ArgumentError);

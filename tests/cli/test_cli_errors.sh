@@ -47,6 +47,36 @@ expect_err "gen-data --force on a folder that is no dataset" "does not hold a da
 cp -r "$D" "$T/regen"; touch "$T/regen/speech/P09_stale.npy"
 expect_ok "gen-data --force replaces a dataset" "$BF" gen-data --tiny --grid 15 --sentences 1 --force --out "$T/regen" --seed 3
 [ ! -e "$T/regen/speech/P09_stale.npy" ] && ok || bad "gen-data --force kept an old file"
+expect_fail "gen-data --units inch" "--units: inch not in {mm,cm,m}" "$T/g1" "$BF" gen-data --tiny --units inch --out "$T/g1"
+expect_fail "gen-data --units auto (a written unit must be named)" "--units: auto not in {mm,cm,m}" "$T/g1" "$BF" gen-data --tiny --units auto --out "$T/g1"
+expect_err "gen-data --units m into an existing dataset" "is an existing non-empty folder" "$BF" gen-data --tiny --grid 15 --sentences 1 --units m --out "$T/regen"
+grep -qx mm "$T/regen/units.txt" && ok || bad "a refused gen-data --units m changed units.txt"
+expect_ok "gen-data --force --units m replaces a mm dataset" "$BF" gen-data --tiny --grid 15 --sentences 1 --force --units m --out "$T/regen" --seed 3
+grep -qx m "$T/regen/units.txt" && [ ! -e "$T/regen/speech/P09_stale.npy" ] && ok || bad "gen-data --force --units m: units.txt not m or stale files"
+
+# ---- units: the --units option of the dataset readers and units.txt ----
+for cmd in "train-fusion --out $T/o.safetensors" "fuse --naive --speech $S --expression $E --out $T/f.npy" "eval-fusion --model $T/m.safetensors" "train-audio --out $T/a.safetensors" "eval-audio --model $T/m.safetensors"; do
+  # shellcheck disable=SC2086
+  expect_fail "${cmd%% *} --units furlong" "--units: furlong not in {auto,mm,cm,m}" "$T/o.safetensors" "$BF" $cmd --data "$D" --units furlong
+done
+[ ! -e "$T/f.npy" ] && [ ! -e "$T/a.safetensors" ] && ok || bad "--units furlong left an output"
+cp -r "$D" "$T/ubad"
+for c in "inch|unknown length unit 'inch' (expected mm, cm or m)" "mm m|expected one unit word (mm, cm or m), got more than one" "# nothing|no unit in file (expected mm, cm or m)"; do
+  printf '%s\n' "${c%%|*}" >"$T/ubad/units.txt"
+  expect_fail "units.txt '${c%%|*}'" "ubad/units.txt: ${c#*|}" "$T/md.md" "$BF" eval-fusion --data "$T/ubad" --model "$T/m.safetensors" --markdown "$T/md.md"
+done
+printf 'inch\n' >"$T/ubad/units.txt"
+expect_fail "units.txt 'inch' with --units mm (the file is still read)" "ubad/units.txt: unknown length unit 'inch'" "$T/f.npy" "$BF" fuse --naive --data "$T/ubad" --speech "$S" --expression "$E" --units mm --out "$T/f.npy"
+expect_fail "train-fusion on a bad units.txt" "ubad/units.txt: unknown length unit 'inch'" "$T/o.safetensors" "$BF" train-fusion --data "$T/ubad" --out "$T/o.safetensors" --config "$T/cfg.json" --quiet
+[ ! -e "$T/o.safetensors.ckpt" ] && ok || bad "train-fusion on a bad units.txt left a checkpoint"
+# no units.txt and a template between 1 and 20 in extent: neither a face in metres nor in mm
+rm "$T/ubad/units.txt"
+awk '$1 == "v" { $2 *= 0.05; $3 *= 0.05; $4 *= 0.05 } { print }' "$D/template.obj" >"$T/ubad/template.obj"
+expect_fail "ambiguous template size" "ubad/template.obj: cannot tell the length unit: the template's largest extent is" "$T/md.md" "$BF" eval-fusion --data "$T/ubad" --model "$T/m.safetensors" --markdown "$T/md.md"
+grep -qF "write the unit (mm, cm or m) to units.txt in the dataset folder or pass --units" "$T/out.txt" && ok || bad "ambiguous units message lacks the remedy"
+expect_ok "ambiguous template size settled by --units mm" "$BF" fuse --naive --data "$T/ubad" --speech "$S" --expression "$E" --units mm --out "$T/f.npy"
+grep -qF "in mm (--units)" "$T/out.txt" && ok || bad "fuse --units mm does not say where the unit came from"
+rm -f "$T/f.npy"
 
 # ---- train-fusion ----
 TF=("$BF" train-fusion --data "$D" --config "$T/cfg.json" --quiet)
@@ -124,6 +154,23 @@ expect_fail "eval-fusion NaN in truth/" "speech_bases.npy: non-finite value nan 
 if [ -f "$W" ]; then
   SP=("$BF" speak --model "$W")
   expect_fail "speak --data with other vertex count (was an out-of-bounds read)" "dataset has 406 vertices, the audio model" "$T/s.npy" "${SP[@]}" --wav "$T/x.wav" --data "$D" --template P01 --out "$T/s.npy"
+  expect_fail "speak --data with other vertex count, --units m" "dataset has 406 vertices, the audio model" "$T/s.npy" "${SP[@]}" --wav "$T/x.wav" --data "$D" --units m --template P01 --out "$T/s.npy"
+  expect_fail "speak --units without --data" "speak: --units is the unit of the --data dataset; without --data there is none" "$T/s.npy" "${SP[@]}" --wav "$T/x.wav" --units m --out "$T/s.npy"
+  expect_fail "speak --units furlong" "--units: furlong not in {auto,mm,cm,m}" "$T/s.npy" "${SP[@]}" --wav "$T/x.wav" --data "$D" --units furlong --out "$T/s.npy"
+  # --naive (the naive-sum baseline): the same intensity and finite-output checks as --fusion
+  expect_ok "gen-data grid 40 (the shipped model's 1602 vertices)" "$BF" gen-data --tiny --grid 40 --sentences 1 --out "$T/d40" --seed 3
+  E40=$(ls "$T/d40/expression/"*.npy | head -1)
+  for v in nan inf -1 11; do
+    expect_fail "speak --naive --intensity $v" "speak: --intensity must be a finite number in [0, 10]" "$T/s.npy" "${SP[@]}" --wav "$T/x.wav" --naive --expression "$E40" --intensity "$v" --out "$T/s.npy"
+  done
+  expect_fail "speak --naive --out = --expression" "speak: --out is the same file as the input --expression" "" "${SP[@]}" --wav "$T/x.wav" --naive --expression "$E40" --out "$E40"
+  off=$((10 + $(od -An -tu2 -j8 -N2 "$E40")))
+  huge="$T/$(basename "$E40" .npy)_huge.npy"  # every value 3e38: × intensity 10 overflows to inf
+  { head -c "$off" "$E40"; yes $'\xe6\xb1\x61\x7f' | tr -d '\n' | head -c $(($(wc -c <"$E40") - off)); } >"$huge"
+  expect_fail "speak --naive with a 3e38 expression" "s.npy: not written: the result has a non-finite value" "$T/s.npy" "${SP[@]}" --wav "$T/x.wav" --naive --expression "$huge" --intensity 10 --out "$T/s.npy"
+  grep -qF "(naive sum)" "$T/out.txt" && ok || bad "speak --naive non-finite message does not name the naive sum"
+  expect_ok "speak --naive at intensity 10" "${SP[@]}" --wav "$T/x.wav" --naive --expression "$E40" --intensity 10 --out "$T/s.npy"
+  rm -f "$T/s.npy"
   cp "$T/x.wav" "$T/x_copy.wav"
   expect_err "speak --out = --wav" "speak: --out is the same file as the input --wav" "${SP[@]}" --wav "$T/x.wav" --out "$T/x.wav"
   cmp -s "$T/x.wav" "$T/x_copy.wav" && ok || bad "speak overwrote its --wav"
@@ -178,7 +225,6 @@ expect_fail "train-audio --velocity-weight nan" "train-audio: --velocity-weight 
 expect_fail "train-audio --out = --config" "train-audio: --out is the same file as the input --config" "" "$BF" train-audio --data "$T/long60" --out "$AC" --config "$AC" --quiet
 if [ -f "$W" ]; then
   expect_fail "eval-audio vertex count" "vertices, the dataset 406" "" "$BF" eval-audio --model "$W" --data "$T/short10"
-  expect_ok "gen-data grid 40 (the shipped model's 1602 vertices)" "$BF" gen-data --tiny --grid 40 --sentences 1 --out "$T/d40" --seed 3
   for f in "$T/d40/speech/"*.npy; do tone 320 | mkwav "${f%.npy}.wav" 16000 16 1; done  # 10 ms each
   expect_fail "eval-audio 10 ms WAV in the dataset" "d40/speech/" "" "$BF" eval-audio --model "$W" --data "$T/d40"
   grep -qF ".wav: audio too short: 160 samples" "$T/out.txt" && ok || bad "eval-audio 10 ms WAV message"
