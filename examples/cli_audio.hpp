@@ -22,6 +22,22 @@
 
 namespace blendfuse::cli {
 
+/// Longest WAV `features` encodes (the whole clip goes through self-attention at once).
+inline constexpr double kMaxFeaturesSeconds = 120.0;
+/// speak: above this many seconds of audio the offline path (attention over the whole clip) would
+/// run out of memory, so the streaming path is used instead (bounded memory, same model).
+inline constexpr double kSpeakOfflineMaxSeconds = 120.0;
+/// speak: the longest audio accepted at all (the output alone grows by V·3·4 bytes per frame).
+inline constexpr double kSpeakMaxSeconds = 30.0 * 60.0;
+/// speak --text: the longest text accepted (about an hour of speech).
+inline constexpr std::size_t kSpeakMaxTextChars = 50000;
+
+inline std::string seconds_str(double s) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f s", s);
+  return b;
+}
+
 /// Loads an audio model; a file that is not one gets an error naming it.
 inline nn::AudioModel<float> load_audio_model(const std::string& path) {
   return nn::AudioModel<float>::load(path);
@@ -47,12 +63,12 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
   c->add_option("--epochs", a.epochs, "epochs");
   c->add_option("--batch", a.batch, "sequences per Adam step");
   c->add_option("--lr", a.lr, "Adam learning rate");
-  c->add_option("--seed", a.seed, "random seed (initialisation, frozen extractor, shuffling)");
+  c->add_option("--seed", a.seed, "random seed (initialisation, frozen extractor, shuffling)")->check(kSeedCheck);
   c->add_option("--config", a.config, "JSON with audio model config keys (see docs/audio.md)");
   c->add_option("--scheduled-sampling", a.scheduled_sampling, "final fraction of self-fed decoder inputs (0 = teacher forcing)");
   c->add_option("--sampling-ramp", a.sampling_ramp, "fraction of the epochs over which the self-fed fraction grows")
       ->check(CLI::Range(0.0, 1.0));
-  c->add_option("--lr-final", a.lr_final, "cosine learning-rate decay to this value at the last epoch (default: constant lr)");
+  auto* lr_final_opt = c->add_option("--lr-final", a.lr_final, "cosine learning-rate decay to this value at the last epoch (default: constant lr)");
   c->add_option("--lip-weight", a.lip_weight, "extra MSE weight of the lip vertices (regions/lips.txt): ω = 1 + W (default 0)")
       ->check(CLI::NonNegativeNumber);
   c->add_option("--gap-weight", a.gap_weight, "weight of the lip-gap loss on upper/lower lip vertex pairs (default 0)")
@@ -75,8 +91,26 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
   c->add_flag("--resume", a.resume, "continue from the checkpoint if it exists");
   c->add_flag("--quiet", a.quiet, "no per-epoch lines");
   add_units_option(c, a.units);
-  c->callback([&] {
-    run = [&] {
+  c->callback([&, lr_final_opt] {
+    run = [&, lr_final_opt] {
+      const std::string cmd = "train-audio";
+      require_count(cmd, "--epochs", a.epochs, 1, 1000000);
+      require_count(cmd, "--batch", a.batch, 1, 1000000);
+      require_range(cmd, "--lr", a.lr, 1e-12, 1.0);
+      if (lr_final_opt->count() > 0) require_range(cmd, "--lr-final", a.lr_final, 0, 1.0);
+      require_range(cmd, "--max-minutes", a.max_minutes, 0, 1e7);
+      require_range(cmd, "--scheduled-sampling", a.scheduled_sampling, 0, 1);
+      require_range(cmd, "--sampling-ramp", a.sampling_ramp, 0, 1);
+      require_range(cmd, "--lip-weight", a.lip_weight, 0, 1e6);
+      require_range(cmd, "--gap-weight", a.gap_weight, 0, 1e6);
+      require_range(cmd, "--gap-delta", a.gap_delta, 0, 1e6);
+      require_range(cmd, "--velocity-weight", a.velocity_weight, 0, 1e6);
+      require_range(cmd, "--augment-speed", a.augment_speed, 0, 0.49);
+      require_range(cmd, "--augment-gain", a.augment_gain, 0, 10);
+      for (double f : a.speed_perturb) require_range(cmd, "--speed-perturb", f, 0.5, 2.0);
+      const std::string checkpoint = a.checkpoint.empty() ? a.out + ".ckpt" : a.checkpoint;
+      check_outputs(cmd, {{"--out", a.out}, {a.checkpoint.empty() ? "--checkpoint (default OUT.ckpt)" : "--checkpoint", checkpoint}},
+                    {{"--config", a.config}, {"--data", a.data}, {"--lip-pairs", a.lip_pairs}});
       data::Dataset ds = load_dataset(a.data, a.units);
       const std::string data_units = units_note(ds);
       ds.rescale_to_mm();  // the audio model works in mm (its losses, --gap-delta, stored templates)
@@ -97,7 +131,7 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
           cfg.decoder.vertices = ds.num_vertices();
           cfg.validate();
         } catch (const ArgumentError& e) {
-          throw IoError(a.config, e.what());
+          throw IoError(a.config, without_prefix(e.what(), a.config));
         }
       }
       nn::AudioModel<float> model(cfg);
@@ -145,7 +179,7 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
           tc.lip_pairs.push_back({pairs(i, 0), pairs(i, 1)});
         }
       }
-      tc.checkpoint = a.checkpoint.empty() ? a.out + ".ckpt" : a.checkpoint;
+      tc.checkpoint = checkpoint;
       tc.resume = a.resume;
       tc.max_seconds = a.max_minutes * 60;
       train::AudioTrainer trainer(model, tc);
@@ -155,6 +189,8 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
                     st.epoch, st.train_mse, st.val_mse, st.sampling, st.seconds);
         std::fflush(stdout);
       });
+      for (auto* p : model.trainable_parameters())
+        check_finite_output(p->value, a.out, "parameter '" + p->name + "' after training");
       model.save(a.out);
       std::printf("train-audio: wrote %s\n", a.out.c_str());
     };
@@ -174,6 +210,11 @@ inline void add_features(CLI::App& app, FeaturesArgs& a, std::function<void()>& 
   c->add_option("--out", a.out, "output .npy (T, hidden) float32")->required();
   c->callback([&] {
     run = [&] {
+      check_outputs("features", {{"--out", a.out}}, {{"--model", a.model}, {"--config", a.config}, {"--wav", a.wav}});
+      const io::Audio audio = io::load_wav(a.wav);  // first: a bad WAV fails before the model loads
+      if (audio.duration() > kMaxFeaturesSeconds)
+        throw IoError(a.wav, "audio is " + seconds_str(audio.duration()) + " long; features encodes the whole clip at once "
+                             "and takes at most " + seconds_str(kMaxFeaturesSeconds) + " (split the file)");
       const auto f = io::SafeTensorsFile::load(a.model);
       nn::Wav2Vec2Config cfg;
       if (!a.config.empty()) {
@@ -193,12 +234,12 @@ inline void add_features(CLI::App& app, FeaturesArgs& a, std::function<void()>& 
       }
       nn::Wav2Vec2Model<float> m(cfg);
       m.load(f);
-      const io::Audio audio = io::load_wav(a.wav);
       if (static_cast<Index>(audio.samples.size()) < cfg.min_samples())
         throw IoError(a.wav, "audio too short: " + std::to_string(audio.samples.size()) + " samples at 16 kHz, need " +
                                  std::to_string(cfg.min_samples()));
       const Tensor<float> x = Tensor<float>::from({1, static_cast<Index>(audio.samples.size())}, audio.samples);
       const Tensor<float> h = m.forward(x).hidden;
+      check_finite_output(h, a.out, "the model " + a.model);
       io::save_npy(a.out, h.reshape({h.dim(1), h.dim(2)}));
       std::printf("features: wrote %s (%lld x %lld)\n", a.out.c_str(), static_cast<long long>(h.dim(1)),
                   static_cast<long long>(h.dim(2)));
@@ -244,7 +285,7 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
   auto* t = c->add_option("--text", a.text, "text to synthesise with libespeak-ng first");
   w->excludes(t);
   c->add_option("--voice", a.voice, "espeak-ng voice for --text (e.g. en+m3, en+f2)");
-  c->add_option("--rate", a.rate, "espeak-ng speaking rate for --text (words per minute)");
+  c->add_option("--rate", a.rate, "espeak-ng speaking rate for --text (words per minute, 80 to 450)");
   c->add_option("--out-wav", a.out_wav, "also write the synthesised audio of --text");
   c->add_option("--subject", a.subject, "speaking style: a training subject of the model (default: the first)");
   c->add_option("--template", a.templ, "subject whose neutral face is animated (default: --subject)");
@@ -254,16 +295,26 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
       ->check(CLI::IsMember({"cpu", "onednn"}));
   c->add_option("--fusion", a.fusion, "fusion model (.safetensors) to add an emotion");
   c->add_option("--expression", a.expression, "expression sequence .npy (T,V,3) absolute positions, time-stretched");
-  c->add_option("--intensity", a.intensity, "scale of the expression weights");
+  c->add_option("--intensity", a.intensity, "scale of the expression weights, in [0, 10]");
   c->add_flag("--naive", a.naive, "with --expression: the naive sum of speech and expression deformations (no fusion model; the baseline)");
   c->add_option("--out", a.out, "output .npy (T,V,3) absolute positions (mm; with --data, the dataset's unit)")->required();
-  add_units_option(c, a.units);
-  c->callback([&] {
-    run = [&] {
+  auto* units_opt = add_units_option(c, a.units);
+  c->callback([&, units_opt] {
+    run = [&, units_opt] {
       if (a.wav.empty() && a.text.empty()) throw ArgumentError("speak: give --wav FILE or --text \"...\"");
+      if (units_opt->count() > 0 && a.data.empty())
+        throw ArgumentError("speak: --units is the unit of the --data dataset; without --data there is none (the output is in mm)");
       if (a.naive ? (a.expression.empty() || !a.fusion.empty()) : (a.fusion.empty() != a.expression.empty()))
         throw ArgumentError(a.naive ? "speak --naive: give --expression (and no --fusion)"
                                     : "speak: --fusion and --expression go together");
+      require_count("speak", "--rate", a.rate, 80, 450);
+      require_range("speak", "--intensity", a.intensity, 0, kMaxIntensity);
+      if (a.text.size() > kSpeakMaxTextChars)
+        throw ArgumentError("speak: --text has " + std::to_string(a.text.size()) + " characters; at most " +
+                            std::to_string(kSpeakMaxTextChars) + " are accepted (about an hour of speech)");
+      check_outputs("speak", {{"--out", a.out}, {"--out-wav", a.out_wav}},
+                    {{"--model", a.model}, {"--wav", a.wav}, {"--data", a.data}, {"--fusion", a.fusion},
+                     {"--expression", a.expression}});
       const auto model = load_audio_model(a.model);
       const std::string subject = a.subject.empty() ? model.config().subjects.front() : a.subject;
       const Index style = model.subject_index(subject);
@@ -271,6 +322,9 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
       double out_unit_mm = 1.0;  // the audio model works in mm; --data's files may be in another unit
       if (!a.data.empty()) {
         ds = std::make_unique<data::Dataset>(load_dataset(a.data, a.units));
+        if (ds->num_vertices() != model.vertices())
+          throw IoError(a.data, "dataset has " + std::to_string(ds->num_vertices()) + " vertices, the audio model " + a.model +
+                                    " " + std::to_string(model.vertices()) + " (its templates cannot be animated by this model)");
         out_unit_mm = ds->unit_mm;
         ds->rescale_to_mm();
       }
@@ -292,14 +346,25 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
         auto u = data::espeak_synthesize(a.text, v);
         if (!u) throw ArgumentError("speak: espeak-ng could not synthesise the text with voice '" + a.voice + "'");
         samples = io::resample(u->samples, u->sample_rate, io::kSpeechSampleRate);
-        if (!a.out_wav.empty()) io::save_wav(a.out_wav, samples, io::kSpeechSampleRate, 1, io::WavFormat::Pcm16);
       } else {
         samples = io::load_wav(a.wav).samples;
-        if (static_cast<Index>(samples.size()) < model.config().w2v.min_samples())
-          throw IoError(a.wav, "audio too short: " + std::to_string(samples.size()) + " samples at 16 kHz");
+      }
+      const std::string source = a.text.empty() ? a.wav : std::string("--text");
+      const double secs = static_cast<double>(samples.size()) / io::kSpeechSampleRate;
+      if (static_cast<Index>(samples.size()) < model.config().w2v.min_samples())
+        throw IoError(source, "audio too short: " + std::to_string(samples.size()) + " samples at 16 kHz, need at least " +
+                                  std::to_string(model.config().w2v.min_samples()) + " (one frame of the audio encoder)");
+      if (secs > kSpeakMaxSeconds)
+        throw IoError(source, "audio is " + seconds_str(secs) + " long; speak takes at most " + seconds_str(kSpeakMaxSeconds) +
+                                  " (split it)");
+      bool stream = a.stream;
+      if (!stream && secs > kSpeakOfflineMaxSeconds) {
+        std::fprintf(stderr, "speak: %s of audio is more than the %s the offline path holds in memory; using the streaming path (--stream)\n",
+                     seconds_str(secs).c_str(), seconds_str(kSpeakOfflineMaxSeconds).c_str());
+        stream = true;
       }
       auto run_model = [&](const auto& m) {
-        return a.stream ? m.predict_streaming(samples, style)
+        return stream ? m.predict_streaming(samples, style)
                         : m.predict(Tensor<float>::from({static_cast<Index>(samples.size())}, samples), style);
       };
       Tensor<float> def;
@@ -344,10 +409,23 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
         for (Index i = 0; i < V * 3; ++i) def[f * V * 3 + i] += tmpl[i];
       if (out_unit_mm != 1.0)  // back to the dataset's unit
         for (Index i = 0; i < def.numel(); ++i) def[i] = static_cast<float>(def[i] / out_unit_mm);
+      check_finite_output(def, a.out, fusion   ? "the models " + a.model + " and " + a.fusion
+                                      : a.naive ? "the model " + a.model + " and the expression " + a.expression + " (naive sum)"
+                                                : "the model " + a.model);
+      std::error_code ec;
+      const bool out_existed = std::filesystem::exists(a.out, ec);
       io::save_npy(a.out, def);
+      if (!a.out_wav.empty()) {
+        try {
+          io::save_wav(a.out_wav, samples, io::kSpeechSampleRate, 1, io::WavFormat::Pcm16);
+        } catch (...) {
+          if (!out_existed) std::filesystem::remove(a.out, ec);  // all outputs or none
+          throw;
+        }
+      }
       std::printf("speak: wrote %s (%lld frames, %.2f s, style %s%s%s, in %s)\n", a.out.c_str(), static_cast<long long>(T),
                   static_cast<double>(samples.size()) / io::kSpeechSampleRate, subject.c_str(),
-                  a.stream ? ", streaming" : "",
+                  stream ? ", streaming" : "",
                   fusion ? ", with expression" : a.naive ? ", naive sum with expression" : "",
                   data::unit_name(out_unit_mm).c_str());
     };
@@ -384,7 +462,8 @@ inline void add_eval_audio(CLI::App& app, EvalAudioArgs& a, std::function<void()
         throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " +
                                    std::to_string(ds.num_vertices()));
       std::unique_ptr<metrics::ProceduralTruth> truth;
-      if (data::detail::is_dir(a.data + "/truth")) truth = std::make_unique<metrics::ProceduralTruth>(metrics::ProceduralTruth::load(a.data));
+      if (data::detail::is_dir(a.data + "/truth"))
+        truth = std::make_unique<metrics::ProceduralTruth>(metrics::ProceduralTruth::load(a.data, ds.num_vertices()));
       const Index default_style = model.subject_index(a.subject.empty() ? model.config().subjects.front() : a.subject);
       // Mean-face baseline: the mean training deformation.
       const Index V = ds.num_vertices();
@@ -405,7 +484,7 @@ inline void add_eval_audio(CLI::App& app, EvalAudioArgs& a, std::function<void()
       Index frames = 0, bil_frames = 0, seqs = 0;
       for (const auto* q : ds.sequences(data::Domain::Speech, data::split_from_string(a.split))) {
         if (q->wav_path.empty()) continue;
-        const io::Audio au = io::load_wav(q->wav_path);
+        const io::Audio au = train::load_sequence_audio(*q, model.config().fps, model.config().w2v.min_samples());
         const Index Tn = q->num_frames();
         Index style = default_style;
         for (std::size_t i = 0; i < model.config().subjects.size(); ++i)
@@ -450,6 +529,8 @@ inline void add_eval_audio(CLI::App& app, EvalAudioArgs& a, std::function<void()
         r.lve_mm /= static_cast<double>(frames);
         r.mve_mm /= static_cast<double>(frames);
         r.bilabial_gap_mm = bil_frames ? r.bilabial_gap_mm / static_cast<double>(bil_frames) : 0.0;
+        if (!std::isfinite(r.lve_mm) || !std::isfinite(r.mve_mm) || !std::isfinite(r.bilabial_gap_mm))
+          throw IoError(a.model, "eval-audio: the scores of '" + r.method + "' are non-finite");
       }
       if (a.json) {
         nlohmann::ordered_json j;

@@ -6,7 +6,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <set>
 #include <string>
+#include <limits>
+#include <memory>
 #include <vector>
 
 #include "blendfuse/data/dataset.hpp"
@@ -15,8 +19,47 @@
 #include "blendfuse/metrics/fusion_eval.hpp"
 #include "blendfuse/nn/dfm.hpp"
 #include "blendfuse/train/fusion_trainer.hpp"
+#include "cli_checks.hpp"
 
 namespace blendfuse::cli {
+
+/// gen-data's output folder: refused when it is a file or a non-empty folder (old files would mix
+/// with the new dataset) unless `force`, which replaces it — but only a folder that holds a
+/// dataset (template.obj), never an arbitrary one. The dataset is written into a temporary
+/// sibling folder and renamed into place, so a failure leaves no half-written dataset.
+inline std::string write_dataset_folder(const std::string& out, const data::ProceduralConfig& cfg, bool force) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path target = fs::path(out).lexically_normal();
+  if (target.filename().empty()) target = target.parent_path();  // "dir/" → "dir"
+  const bool exists = fs::exists(target, ec);
+  if (exists && !fs::is_directory(target, ec)) throw IoError(out, "gen-data: --out exists and is not a folder");
+  const bool non_empty = exists && !fs::is_empty(target, ec);
+  if (non_empty && !force)
+    throw IoError(out, "gen-data: --out is an existing non-empty folder; old files would mix with the new "
+                       "dataset (give --force to replace it, or another folder)");
+  if (non_empty && !fs::is_regular_file(target / "template.obj", ec))
+    throw IoError(out, "gen-data --force: the folder does not hold a dataset (no template.obj); refusing to replace it");
+  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  if (!fs::is_directory(parent, ec)) throw IoError(out, "gen-data: --out cannot be created: folder '" + parent.string() + "' does not exist");
+  if (!detail::folder_writable(parent)) throw IoError(out, "gen-data: --out cannot be created: folder '" + parent.string() + "' is not writable");
+  std::random_device rd;
+  const fs::path tmp = parent / (target.filename().string() + ".tmp" + std::to_string(rd() % 1000000u));
+  std::string src;
+  try {
+    src = data::write_dataset(tmp.string(), cfg);
+    if (exists) {
+      fs::remove_all(target, ec);
+      if (ec) throw IoError(out, "gen-data: cannot remove the old folder: " + ec.message());
+    }
+    fs::rename(tmp, target, ec);
+    if (ec) throw IoError(out, "gen-data: cannot move the new dataset into place: " + ec.message());
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  return src;
+}
 
 // ---- gen-data --------------------------------------------------------------------------------
 struct GenDataArgs {
@@ -28,12 +71,13 @@ struct GenDataArgs {
   std::string phonemes = "auto";
   bool audio = false;
   int sentences = 0;
+  bool force = false;
   std::string units = "mm";
 };
 
 /// `--units auto|mm|cm|m` of the commands that read a dataset (auto: units.txt, else the size).
-inline void add_units_option(CLI::App* c, std::string& units) {
-  c->add_option("--units", units, "length unit of the dataset: auto (units.txt in the folder, else from the "
+inline CLI::Option* add_units_option(CLI::App* c, std::string& units) {
+  return c->add_option("--units", units, "length unit of the dataset: auto (units.txt in the folder, else from the "
                                   "template's size), mm, cm or m (default auto)")
       ->check(CLI::IsMember({"auto", "mm", "cm", "m"}));
 }
@@ -51,18 +95,25 @@ inline std::string units_note(const data::Dataset& ds) { return ds.units() + " (
 inline void add_gen_data(CLI::App& app, GenDataArgs& a, std::function<void()>& run) {
   auto* c = app.add_subcommand("gen-data", "Write a procedural two-domain dataset with clean truth");
   c->add_option("--out", a.out, "output dataset folder")->required();
-  c->add_option("--seed", a.seed, "random seed");
+  c->add_option("--seed", a.seed, "random seed (a non-negative integer)")->check(kSeedCheck);
   c->add_flag("--tiny", a.tiny, "small dataset for quick tests (~600 vertices, 3 subjects)");
   c->add_option("--subjects", a.subjects, "number of subjects (default 8)");
   c->add_option("--grid", a.grid, "face grid resolution n (about n*n vertices; default 72)");
   c->add_option("--phonemes", a.phonemes, "auto | espeak | random")->check(CLI::IsMember({"auto", "espeak", "random"}));
   c->add_flag("--audio", a.audio, "synthesise speech/<name>.wav with libespeak-ng (one voice per subject) and drive the face from its phoneme events");
-  c->add_option("--sentences", a.sentences, "speech sequences per subject (default 4, tiny 2)");
+  auto* sentences_opt = c->add_option("--sentences", a.sentences, "speech sequences per subject (default 4, tiny 2)");
+  c->add_flag("--force", a.force, "replace an existing non-empty --out folder (only one that holds a dataset: template.obj)");
   c->add_option("--units", a.units, "length unit of the written files: mm (default) or m (a metres copy: the same "
                                     "data × 0.001, as VOCAset/FLAME are), or cm")
       ->check(CLI::IsMember({"mm", "cm", "m"}));
-  c->callback([&] {
-    run = [&] {
+  auto* grid_opt = c->get_option("--grid");
+  auto* subjects_opt = c->get_option("--subjects");
+  c->callback([&, subjects_opt, grid_opt, sentences_opt] {
+    run = [&, subjects_opt, grid_opt, sentences_opt] {
+      // values given explicitly must be valid (0 or a negative count is not "the default")
+      if (subjects_opt->count() > 0) require_count("gen-data", "--subjects", a.subjects, 3, 1000);
+      if (grid_opt->count() > 0) require_count("gen-data", "--grid", a.grid, 15, 1000);
+      if (sentences_opt->count() > 0) require_count("gen-data", "--sentences", a.sentences, 1, 1000);
       auto cfg = a.tiny ? data::ProceduralConfig::tiny() : data::ProceduralConfig{};
       cfg.seed = a.seed;
       if (a.subjects > 0) cfg.num_subjects = a.subjects;
@@ -76,7 +127,8 @@ inline void add_gen_data(CLI::App& app, GenDataArgs& a, std::function<void()>& r
         cfg.audio = true;
         cfg.phonemes = data::PhonemeSource::Espeak;
       }
-      const std::string src = data::write_dataset(a.out, cfg);
+      cfg.validate();
+      const std::string src = write_dataset_folder(a.out, cfg, a.force);
       std::printf("gen-data: wrote %s (seed %llu, phonemes from %s%s, units %s)\n", a.out.c_str(),
                   static_cast<unsigned long long>(a.seed), src.c_str(), cfg.audio ? ", with speech audio" : "",
                   a.units.c_str());
@@ -130,18 +182,25 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
   c->add_option("--epochs", a.epochs, "epochs");
   c->add_option("--batch", a.batch, "frames per step (half from each domain)");
   c->add_option("--lr", a.lr, "Adam learning rate");
-  c->add_option("--seed", a.seed, "random seed (initialisation and shuffling)");
-  c->add_option("--map-size", a.map_size, "geometry map size (overrides the config)");
-  c->add_option("--k-a", a.k_a, "speech blendshapes (overrides the config)");
-  c->add_option("--k-e", a.k_e, "expression blendshapes (overrides the config)");
+  c->add_option("--seed", a.seed, "random seed (initialisation and shuffling)")->check(kSeedCheck);
+  auto* map_opt = c->add_option("--map-size", a.map_size, "geometry map size (overrides the config)");
+  auto* ka_opt = c->add_option("--k-a", a.k_a, "speech blendshapes (overrides the config)");
+  auto* ke_opt = c->add_option("--k-e", a.k_e, "expression blendshapes (overrides the config)");
   c->add_option("--checkpoint", a.checkpoint, "checkpoint written after every epoch and kept, so --resume with more --epochs continues (default OUT.ckpt)");
   c->add_flag("--resume", a.resume, "continue from the checkpoint if it exists");
   c->add_option("--max-minutes", a.max_minutes, "stop after the epoch in which this time budget runs out");
   c->add_flag("--quiet", a.quiet, "no per-epoch lines");
   add_units_option(c, a.units);
-  c->callback([&, variant_opt] {
-    run = [&, variant_opt] {
-      const data::Dataset ds = load_dataset(a.data, a.units);
+  c->callback([&, variant_opt, map_opt, ka_opt, ke_opt] {
+    run = [&, variant_opt, map_opt, ka_opt, ke_opt] {
+      const std::string cmd = "train-fusion";
+      require_count(cmd, "--epochs", a.epochs, 1, 1000000);
+      require_range(cmd, "--lr", a.lr, 1e-12, 1.0);
+      require_range(cmd, "--max-minutes", a.max_minutes, 0, 1e7);
+      require_count(cmd, "--batch", a.batch, 2, std::numeric_limits<int>::max());
+      const std::string checkpoint = a.checkpoint.empty() ? a.out + ".ckpt" : a.checkpoint;
+      check_outputs(cmd, {{"--out", a.out}, {a.checkpoint.empty() ? "--checkpoint (default OUT.ckpt)" : "--checkpoint", checkpoint}},
+                    {{"--config", a.config}, {"--data", a.data}});
       nn::DfmConfig cfg;
       cfg.apply_variant(a.variant);
       if (!a.config.empty()) {
@@ -149,25 +208,46 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
         if (variant_opt->count() > 0 && j.is_object()) j.erase("variant");  // --variant wins
         try {
           cfg.update_from_json(j, a.config);
+          if (map_opt->count() + ka_opt->count() + ke_opt->count() == 0) cfg.validate();
         } catch (const ArgumentError& e) {
-          throw IoError(a.config, e.what());
+          throw IoError(a.config, without_prefix(e.what(), a.config));
         }
       }
-      if (a.map_size > 0) cfg.map_size = a.map_size;
-      if (a.k_a > 0) cfg.k_a = a.k_a;
-      if (a.k_e > 0) cfg.k_e = a.k_e;
+      if (map_opt->count() > 0) cfg.map_size = a.map_size;
+      if (ka_opt->count() > 0) cfg.k_a = a.k_a;
+      if (ke_opt->count() > 0) cfg.k_e = a.k_e;
+      try {
+        cfg.validate();
+      } catch (const ArgumentError& e) {
+        throw ArgumentError(cmd + ": " + e.what());
+      }
+      const data::Dataset ds = load_dataset(a.data, a.units);
       cfg.data_unit_mm = ds.unit_mm;  // the model converts to mm inside and back on output
       const Tensor<float> sa = frame_pool(ds, data::Domain::Speech, data::Split::Train);
       const Tensor<float> se = frame_pool(ds, data::Domain::Expression, data::Split::Train);
       const Tensor<float> va = frame_pool(ds, data::Domain::Speech, data::Split::Val);
       const Tensor<float> ve = frame_pool(ds, data::Domain::Expression, data::Split::Val);
-      nn::DeformationFusionModule<float> model(cfg, ds.template_vertices, ds.faces, a.seed);
+      std::unique_ptr<nn::DeformationFusionModule<float>> model_ptr;
+      try {
+        model_ptr = std::make_unique<nn::DeformationFusionModule<float>>(cfg, ds.template_vertices, ds.faces, a.seed);
+      } catch (const ArgumentError& e) {
+        throw ArgumentError(cmd + ": " + e.what());
+      }
+      nn::DeformationFusionModule<float>& model = *model_ptr;
       train::FusionTrainConfig tc;
       tc.epochs = a.epochs;
       tc.batch = a.batch;
+      // A batch beyond the data only repeats frames (and made an epoch take forever): cap it.
+      const Index cap = 2 * std::max(sa.dim(0), se.dim(0));
+      if (tc.batch > cap) {
+        std::fprintf(stderr, "train-fusion: --batch %lld is more than the training data (%lld speech, %lld expression frames); using --batch %lld\n",
+                     static_cast<long long>(a.batch), static_cast<long long>(sa.dim(0)), static_cast<long long>(se.dim(0)),
+                     static_cast<long long>(cap));
+        tc.batch = cap;
+      }
       tc.lr = a.lr;
       tc.seed = a.seed;
-      tc.checkpoint = a.checkpoint.empty() ? a.out + ".ckpt" : a.checkpoint;
+      tc.checkpoint = checkpoint;
       tc.resume = a.resume;
       tc.max_seconds = a.max_minutes * 60;
       if (!a.quiet)
@@ -185,6 +265,7 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
                     st.train.usage, st.train.overlap, st.val.total, st.val.rec, st.seconds);
         std::fflush(stdout);
       });
+      for (auto* p : model.parameters()) check_finite_output(p->value, a.out, "parameter '" + p->name + "' after training");
       model.save(a.out);
       std::printf("train-fusion: wrote %s (trained on data in %s)\n", a.out.c_str(), ds.units().c_str());
     };
@@ -226,6 +307,9 @@ inline Tensor<float> load_deformation(const data::Dataset& ds, const std::string
   return seq;
 }
 
+/// Largest --intensity and expression blend weight accepted (1 is the expression as recorded).
+inline constexpr double kMaxIntensity = 10.0;
+
 /// Parses "path[:weight]".
 inline std::pair<std::string, double> path_weight(const std::string& s) {
   const auto colon = s.rfind(':');
@@ -247,14 +331,23 @@ inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
   c->add_option("--speech", a.speech, "speech sequence .npy (T,V,3) absolute positions")->required();
   c->add_option("--expression", a.expressions,
                 "expression sequence .npy, optionally PATH:WEIGHT; repeat to blend several")->required();
-  c->add_option("--expression-frame", a.expression_frame, "hold this frame of the expression instead of time-stretching it");
-  c->add_option("--intensity", a.intensity, "scale of the expression weights");
+  auto* frame_opt = c->add_option("--expression-frame", a.expression_frame, "hold this frame of the expression instead of time-stretching it");
+  c->add_option("--intensity", a.intensity, "scale of the expression weights, in [0, 10]");
   c->add_flag("--naive", a.naive, "plain sum of the two input deformations (no model)");
   c->add_option("--out", a.out, "output .npy (T,V,3) absolute positions on the speech subject's template, in the dataset's unit")->required();
   add_units_option(c, a.units);
-  c->callback([&] {
-    run = [&] {
+  c->callback([&, frame_opt] {
+    run = [&, frame_opt] {
       if (!a.naive && a.model.empty()) throw ArgumentError("fuse: --model is required unless --naive is given");
+      if (frame_opt->count() > 0) require_count("fuse", "--expression-frame", a.expression_frame, 0, std::numeric_limits<Index>::max());
+      require_range("fuse", "--intensity", a.intensity, 0, kMaxIntensity);
+      std::vector<PathArg> inputs = {{"--model", a.model}, {"--speech", a.speech}, {"--data", a.data}};
+      for (const auto& spec : a.expressions) {
+        const auto [path, w] = path_weight(spec);
+        require_range("fuse", "--expression " + spec + ": the weight", w, 0, kMaxIntensity);
+        inputs.push_back({"--expression", path});
+      }
+      check_outputs("fuse", {{"--out", a.out}}, inputs);
       const data::Dataset ds = load_dataset(a.data, a.units);
       const Tensor<float> speech = load_deformation(ds, a.speech);
       const Index T = speech.dim(0), V = ds.num_vertices();
@@ -290,6 +383,7 @@ inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
       const Tensor<float>& tmpl = subject_template(ds, a.speech);
       for (Index t = 0; t < T; ++t)
         for (Index i = 0; i < V * 3; ++i) fused[t * V * 3 + i] += tmpl[i];
+      check_finite_output(fused, a.out, a.naive ? std::string("the inputs") : "the fusion model " + a.model);
       io::save_npy(a.out, fused);
       std::printf("fuse: wrote %s (%lld frames, %s, in %s)\n", a.out.c_str(), static_cast<long long>(T),
                   a.naive ? "naive sum" : "fusion model", units_note(ds).c_str());
@@ -323,8 +417,11 @@ inline void add_eval_fusion(CLI::App& app, EvalFusionArgs& a, std::function<void
   add_units_option(c, a.units);
   c->callback([&] {
     run = [&] {
+      std::vector<PathArg> inputs = {{"--data", a.data}};
+      for (const auto& m : a.models) inputs.push_back({"--model", m});
+      check_outputs("eval-fusion", {{"--markdown", a.markdown}}, inputs);
       const data::Dataset ds = load_dataset(a.data, a.units);
-      const auto truth = metrics::ProceduralTruth::load(a.data);
+      const auto truth = metrics::ProceduralTruth::load(a.data, ds.num_vertices());
       std::vector<metrics::FusionScore> rows;
       rows.push_back(metrics::evaluate_fusion(ds, truth, "naive sum of inputs", metrics::naive_sum));
       for (const auto& path : a.models) {
@@ -334,6 +431,11 @@ inline void add_eval_fusion(CLI::App& app, EvalFusionArgs& a, std::function<void
           throw IoError(path, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(ds.num_vertices()));
         const std::string name = model.config().variant + " (" + std::filesystem::path(path).filename().string() + ")";
         rows.push_back(metrics::evaluate_fusion(ds, truth, name, [&](const Tensor<float>& s, const Tensor<float>& e) { return model.fuse(s, e, 1.0, ds.unit_mm); }));
+      }
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        const auto& r = rows[i];
+        if (!std::isfinite(r.err_mm) || !std::isfinite(r.gap_mm) || !std::isfinite(r.lve_mm) || !std::isfinite(r.lve_sq))
+          throw IoError(i == 0 ? a.data : a.models[i - 1], "eval-fusion: the scores of '" + r.method + "' are non-finite");
       }
       if (a.json) {
         nlohmann::ordered_json j = nlohmann::ordered_json::array();

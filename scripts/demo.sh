@@ -22,7 +22,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 
 "$BIN" info
 echo "== 1. procedural data"
-"$BIN" gen-data --out "$OUT/data" --seed 1
+"$BIN" gen-data --force --out "$OUT/data" --seed 1  # --force: a rerun replaces the last run's dataset
 
 echo "== 2. training the fusion module ($EPOCHS epochs per variant, config $CFG)"
 for v in full paper no-sparsity no-laplace no-map; do
@@ -46,7 +46,7 @@ echo "== 4. ablation table (test subjects, against the clean truth)"
 echo "== 5. a typed sentence with an emotion (shipped audio model, no audio training)"
 AUDIO_MODEL=weights/audio_small.safetensors
 # The audio model's topology (grid 40) and voices: speech with espeak-ng audio + expressions.
-"$BIN" gen-data --audio --grid 40 --sentences 2 --out "$OUT/audio_data" --seed 1
+"$BIN" gen-data --force --audio --grid 40 --sentences 2 --out "$OUT/audio_data" --seed 1
 "$BIN" train-fusion --data "$OUT/audio_data" --out "$OUT/fusion_audio.safetensors" --config "$CFG" \
        --epochs "$EPOCHS" --seed 1 --quiet
 SENTENCE="Maybe the brown puppies jump over my blue map."

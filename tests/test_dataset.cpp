@@ -206,6 +206,11 @@ TEST_CASE("dataset: bad inputs give IoErrors naming the file") {
   SUBCASE("missing dataset folder") {
     check_load_fails(fresh_dir("gone") + "/nope", {"nope", "dataset folder not found"});
   }
+  SUBCASE("degenerate template face (was a 0-based MeshTopology error without file or line)") {
+    const auto d = write_good_dataset("degenerate_face");
+    std::ofstream(d + "/template.obj", std::ios::app) << "f 5 5 5\n";
+    check_load_fails(d, {"template.obj", "degenerate face: vertex 5 is used twice"});
+  }
   SUBCASE("missing lips.txt") {
     const auto d = write_good_dataset("no_lips");
     fs::remove(d + "/regions/lips.txt");

@@ -6,6 +6,7 @@
 
 #include "blendfuse/nn/dfm.hpp"
 #include "blendfuse/train/adam.hpp"
+#include "blendfuse/train/fusion_trainer.hpp"
 
 using namespace blendfuse;
 
@@ -137,6 +138,58 @@ TEST_CASE("DFM: a short training run reduces the loss on a tiny two-domain datas
   const double after = m.evaluate_batch(nn::Domain::Speech, sa, none).rec + m.evaluate_batch(nn::Domain::Expression, se, none).rec;
   MESSAGE("reconstruction loss ", before, " -> ", after);
   CHECK(after < 0.3 * before);
+}
+
+TEST_CASE("DFM config: configurations that cannot work are refused with the reason") {
+  nn::DfmConfig c;  // default channels: 6 stride-2 blocks
+  c.map_size = 64;  // 64 → 32 → 16 → 8 → 4 → 2 → 1: instance norm over one pixel is 0
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("map_size 64 with 6 stride-2 conv blocks leaves a 1x1 map"), ArgumentError);
+  c.map_size = 65;
+  CHECK_NOTHROW(c.validate());
+  c.k_a = 100000;
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("k_a and k_e must be integers in [1, 1024]"), ArgumentError);
+  c.k_a = 64;
+  c.lambda_laplace = -1;
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("lambda_laplace must be a finite number in [0, 1e6], got -1"), ArgumentError);
+  c.lambda_laplace = std::nan("");
+  CHECK_THROWS_AS(c.validate(), ArgumentError);
+  c.lambda_laplace = 1;
+  c.channels = {};
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("channels must list 1 to 12 conv blocks"), ArgumentError);
+  c.channels = {4, 8};
+  c.map_size = 16;
+  for (double u : {0.0, -1000.0, std::nan(""), HUGE_VAL}) {
+    c.data_unit_mm = u;  // the unit of the training data (units): checked with the rest
+    CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("DfmConfig: data_unit_mm must be positive"), ArgumentError);
+  }
+  c.data_unit_mm = 1000;
+  CHECK_NOTHROW(c.validate());
+  nn::DfmConfig j;
+  CHECK_THROWS_WITH_AS(j.update_from_json(nlohmann::json::parse(R"({"k_a": 2.5})"), "c.json"),
+                       doctest::Contains("c.json: k_a must be an integer, got 2.5"), ArgumentError);
+  j.update_from_json(nlohmann::json::parse(R"({"channels": [4, -8]})"), "c.json");
+  CHECK_THROWS_WITH_AS(j.validate(), doctest::Contains("channels entries must be in [1, 4096], got -8"), ArgumentError);
+}
+
+TEST_CASE("FusionTrainer: a diverging run stops naming the step and saves no non-finite checkpoint") {
+  const Grid g = make_grid(6);
+  const Index V = g.vertices.dim(0);
+  Tensor<float> pool({8, V, 3});
+  for (Index i = 0; i < pool.numel(); ++i) pool[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+  nn::DfmConfig cfg = tiny_config("full");
+  nn::DeformationFusionModule<float> m(cfg, g.vertices, g.faces, 1);
+  const auto ck = (std::filesystem::temp_directory_path() / "bf_diverge.ckpt").string();
+  std::filesystem::remove(ck);
+  train::FusionTrainConfig tc;
+  tc.epochs = 3;
+  tc.batch = 4;
+  tc.lr = 1e30;  // the CLI refuses this; the trainer must still not save garbage
+  tc.checkpoint = ck;
+  tc.progress = false;
+  train::FusionTrainer t(m, tc);
+  CHECK_THROWS_WITH_AS(t.fit(pool, pool, Tensor<float>(), Tensor<float>(), Tensor<float>()),
+                       doctest::Contains("train-fusion: at epoch 1, step"), ArgumentError);
+  CHECK_FALSE(std::filesystem::exists(ck));
 }
 
 TEST_CASE("DFM units: the same data in metres and in millimetres train the same model (outputs × 1000)") {

@@ -128,6 +128,13 @@ TEST_CASE("mesh: bad OBJ files name the file and line") {
                          doctest::Contains("rel.obj: line 2: relative face index -2 is out of range (only 1 vertices so far)"), IoError);
     CHECK_THROWS_WITH_AS(io::parse_obj("v 0 0 0\nf 0 1 1\n", "zero.obj"), doctest::Contains("zero.obj: line 2: face index 0 is invalid"), IoError);
     CHECK_THROWS_WITH_AS(io::parse_obj("v 0 0 0\nf 1 1\n", "two.obj"), doctest::Contains("two.obj: line 2: face needs at least 3 vertices, got 2"), IoError);
+    // degenerate faces: kept by default (a plain mesh may have them), an error where a topology is needed
+    const std::string degen = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nv 2 2 0\nf 1 2 3\nf 5 5 5\n";
+    CHECK(io::parse_obj(degen, "degen.obj").num_faces() == 2);
+    CHECK_THROWS_WITH_AS(io::parse_obj(degen, "degen.obj", true),
+                         doctest::Contains("degen.obj: line 7: degenerate face: vertex 5 is used twice"), IoError);
+    CHECK_THROWS_WITH_AS(io::parse_obj("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3 2\n", "quad.obj", true),
+                         doctest::Contains("quad.obj: line 4: degenerate face: vertex 2 is used twice"), IoError);
   }
   SUBCASE("invalid meshes are not written") {
     auto m = random_mesh(4, 2, 1);

@@ -217,6 +217,13 @@ TEST_CASE("npy: bad files give errors that name the file and the problem") {
     io::save_npy(p, Tensor<float>({2, 4, 2}));
     CHECK_THROWS_WITH_AS(io::load_vertex_sequence(p), doctest::Contains("must have 3 coordinates"), IoError);
   }
+  SUBCASE("empty vertex sequences name the file (not a later interpolation error)") {
+    const auto p = tmp_path("zero_frames.npy");
+    io::save_npy(p, Tensor<float>({0, 4, 3}));
+    CHECK_THROWS_WITH_AS(io::load_vertex_sequence(p, 4), doctest::Contains("zero_frames.npy: vertex sequence has no frames (shape (0, 4, 3))"), IoError);
+    io::save_npy(p, Tensor<float>({2, 0, 3}));
+    CHECK_THROWS_WITH_AS(io::load_vertex_sequence(p), doctest::Contains("zero_frames.npy: vertex sequence has no vertices"), IoError);
+  }
   SUBCASE("failed write leaves no file behind") {
     CHECK_THROWS_AS(io::save_npy(tmp_path("no_such_dir/out.npy"), Tensor<float>({2})), IoError);
     CHECK_FALSE(fs::exists(tmp_path("no_such_dir")));

@@ -118,6 +118,15 @@ TEST_CASE("safetensors: bad files give errors that name the file and the problem
     auto t = make_header_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 8);
     CHECK_THROWS_WITH_AS(io::SafeTensorsFile::parse(t, "x"), doctest::Contains("trailing bytes"), IoError);
   }
+  SUBCASE("integer data are not read as float weights") {
+    auto b = make_header_file(R"({"w":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})", 8);
+    const auto f = io::SafeTensorsFile::parse(b, "relabelled.safetensors");
+    CHECK_THROWS_WITH_AS(f.get_weights<float>("w"), doctest::Contains("relabelled.safetensors: tensor 'w' has dtype I32, expected floating-point values"), IoError);
+    CHECK_THROWS_AS(f.get_weights<double>("w"), IoError);
+    CHECK(f.get<float>("w").numel() == 2);  // an explicit conversion is still possible
+    auto g = make_header_file(R"({"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})", 8);
+    CHECK(io::SafeTensorsFile::parse(g, "ok").get_weights<float>("w").numel() == 1);
+  }
   SUBCASE("failed write leaves no file behind") {
     CHECK_THROWS_AS(w.save(tmp_path("no_such_dir/out.safetensors")), IoError);
     CHECK_FALSE(fs::exists(tmp_path("no_such_dir")));

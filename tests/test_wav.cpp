@@ -166,6 +166,30 @@ TEST_CASE("wav: bad files give errors that name the file and the problem") {
     io::save_wav(p, x, 16000);
     CHECK_THROWS_WITH_AS(io::load_wav(p), doctest::Contains("nan.wav: non-finite sample at frame 42"), IoError);
   }
+  SUBCASE("implausible sample rates are refused before resampling (1 Hz would take ages)") {
+    const auto p = tmp_path("rate1.wav");
+    io::save_wav(p, std::vector<float>(100, 0.1f), 1, 1, io::WavFormat::Pcm16);
+    CHECK_THROWS_WITH_AS(io::load_wav(p), doctest::Contains("rate1.wav: implausible sample rate 1 Hz (supported: 4000 to 384000 Hz)"), IoError);
+    io::save_wav(p, std::vector<float>(100, 0.1f), 3999, 1, io::WavFormat::Pcm16);
+    CHECK_THROWS_WITH_AS(io::load_wav(p, 0), doctest::Contains("implausible sample rate 3999 Hz"), IoError);
+    io::save_wav(p, std::vector<float>(100, 0.1f), 400000, 1, io::WavFormat::Pcm16);
+    CHECK_THROWS_WITH_AS(io::load_wav(p), doctest::Contains("implausible sample rate 400000 Hz"), IoError);
+    io::save_wav(p, std::vector<float>(100, 0.1f), 4000, 1, io::WavFormat::Pcm16);  // the bounds are accepted
+    CHECK(io::load_wav(p).samples.size() == 400);
+  }
+  SUBCASE("silence and full-scale (clipped) audio load as they are") {
+    const auto p = tmp_path("silence.wav");
+    io::save_wav(p, std::vector<float>(1600, 0.0f), 16000, 1, io::WavFormat::Pcm16);
+    const auto s = io::load_wav(p);
+    CHECK(s.samples.size() == 1600);
+    CHECK(*std::max_element(s.samples.begin(), s.samples.end()) == 0.0f);
+    std::vector<float> clip(1600);
+    for (std::size_t i = 0; i < clip.size(); ++i) clip[i] = i % 2 ? 1.0f : -1.0f;
+    io::save_wav(p, clip, 16000, 1, io::WavFormat::Pcm16);
+    const auto c = io::load_wav(p);
+    CHECK(c.samples[0] == -1.0f);
+    CHECK(c.samples[1] > 0.999f);
+  }
   SUBCASE("failed write leaves no file behind") {
     CHECK_THROWS_AS(io::save_wav(tmp_path("no_such_dir/out.wav"), std::vector<float>(10), 16000), IoError);
     CHECK_FALSE(fs::exists(tmp_path("no_such_dir")));

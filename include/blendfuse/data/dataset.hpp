@@ -543,7 +543,7 @@ struct Dataset {
       if (vocaset && !detail::is_file(tpath) && detail::is_file((root / "FLAME_sample.ply").string()))
         tpath = (root / "FLAME_sample.ply").string();
     }
-    const io::Mesh mesh = io::load_mesh(tpath);
+    const io::Mesh mesh = io::load_mesh(tpath, /*reject_degenerate=*/true);  // it defines the topology
     const Index V = mesh.num_vertices();
     if (V == 0) throw IoError(tpath, "template mesh has no vertices");
     if (mesh.num_faces() == 0) throw IoError(tpath, "template mesh has no faces");

@@ -427,7 +427,7 @@ class GeometryMap {
     const Index H = pf.dim(0), W = pf.dim(1);
     if (H < 2 || W < 2) throw fail("map size " + std::to_string(H) + "x" + std::to_string(W) + " is below 2x2");
     const Tensor<std::int32_t> pv = f.get<std::int32_t>(prefix + "pixel_vertices", {H, W, 3});
-    const Tensor<float> pw = f.get<float>(prefix + "pixel_weights", {H, W, 3});
+    const Tensor<float> pw = f.get_weights<float>(prefix + "pixel_weights", {H, W, 3});
     const Tensor<double> uv = f.get<double>(prefix + "vertex_uv", {-1, 2});
     const Tensor<std::int32_t> faces = f.get<std::int32_t>(prefix + "faces", {-1, 3});
     const Index V = uv.dim(0);

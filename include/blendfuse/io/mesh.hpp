@@ -103,7 +103,9 @@ inline Mesh make_mesh(const std::vector<float>& verts, const std::vector<std::in
 // ---- OBJ ----------------------------------------------------------------------------------------
 
 /// Parses OBJ text; `path` names it in errors ("path:LINE: what is wrong").
-inline Mesh parse_obj(const std::string& text, const std::string& path) {
+/// With `reject_degenerate` a face that uses a vertex twice (`f 5 5 5`) is an error naming the
+/// line (meshes that define a topology — a dataset's template — need proper triangles).
+inline Mesh parse_obj(const std::string& text, const std::string& path, bool reject_degenerate = false) {
   std::vector<float> verts;
   std::vector<std::int32_t> tris;
   struct Corner { std::int64_t index; std::size_t line; };
@@ -151,6 +153,11 @@ inline Mesh parse_obj(const std::string& text, const std::string& path) {
         }
         idx.push_back(i);
       }
+      for (std::size_t a = 0; reject_degenerate && a < idx.size(); ++a)
+        for (std::size_t b = a + 1; b < idx.size(); ++b)
+          if (idx[a] == idx[b])
+            fail("degenerate face: vertex " + std::to_string(idx[a] + 1) +
+                 " is used twice (a face needs distinct vertices)");
       for (std::size_t k = 1; k + 1 < idx.size(); ++k) {
         corners.push_back({idx[0], line_no});
         corners.push_back({idx[k], line_no});
@@ -173,7 +180,9 @@ inline Mesh parse_obj(const std::string& text, const std::string& path) {
 }
 
 /// Reads an OBJ file (triangulated); throws IoError naming the file and line.
-inline Mesh load_obj(const std::string& path) { return parse_obj(read_file_text(path), path); }
+inline Mesh load_obj(const std::string& path, bool reject_degenerate = false) {
+  return parse_obj(read_file_text(path), path, reject_degenerate);
+}
 
 inline std::string serialize_obj(const Mesh& m) {
   validate_mesh(m, "serialize_obj");
@@ -548,12 +557,20 @@ inline std::string lower_ext(const std::string& path) {
 }
 }  // namespace detail
 
-/// Reads an .obj or .ply mesh, chosen by extension.
-inline Mesh load_mesh(const std::string& path) {
+/// Reads an .obj or .ply mesh, chosen by extension. With `reject_degenerate` a triangle that uses
+/// a vertex twice is an error naming the file (and for OBJ the line).
+inline Mesh load_mesh(const std::string& path, bool reject_degenerate = false) {
   const std::string e = detail::lower_ext(path);
-  if (e == ".obj") return load_obj(path);
-  if (e == ".ply") return load_ply(path);
-  throw IoError(path, "unknown mesh file extension '" + e + "' (expected .obj or .ply)");
+  if (e == ".obj") return load_obj(path, reject_degenerate);
+  if (e != ".ply") throw IoError(path, "unknown mesh file extension '" + e + "' (expected .obj or .ply)");
+  Mesh m = load_ply(path);
+  for (Index i = 0; reject_degenerate && i < m.num_faces(); ++i) {
+    const auto a = m.faces(i, 0), b = m.faces(i, 1), c = m.faces(i, 2);
+    if (a == b || b == c || a == c)
+      throw IoError(path, "degenerate face " + std::to_string(i) + " (vertices " + std::to_string(a) + " " +
+                              std::to_string(b) + " " + std::to_string(c) + ", 0-based): a face needs distinct vertices");
+  }
+  return m;
 }
 
 /// Writes an .obj or .ply mesh (binary little-endian PLY), chosen by extension.

@@ -372,6 +372,8 @@ inline Tensor<float> to_vertex_sequence(const Tensor<float>& a, const std::strin
     throw IoError(path, "vertex count mismatch: file has " + std::to_string(seq.dim(1)) +
                             " vertices per frame (shape " + a.shape_string() + "), expected " +
                             std::to_string(V_expected));
+  if (seq.dim(0) == 0) throw IoError(path, "vertex sequence has no frames (shape " + a.shape_string() + ")");
+  if (seq.dim(1) == 0) throw IoError(path, "vertex sequence has no vertices (shape " + a.shape_string() + ")");
   const Index V = seq.dim(1);
   for (Index i = 0; i < seq.numel(); ++i) {
     if (!std::isfinite(seq[i])) {
@@ -386,7 +388,8 @@ inline Tensor<float> to_vertex_sequence(const Tensor<float>& a, const std::strin
 /// Loads a vertex sequence from a .npy file as Tensor<float> of shape (T, V, 3).
 /// Accepted layouts: (T, V, 3); (T, V*3) as FaceFormer's VOCAset files; (V, 3) as a single frame
 /// (T = 1). A 2-d (N, 3) array is read as one frame of N vertices unless `V_expected` == 1. `<f8` data are rounded to float. With `V_expected` >= 0 a different vertex
-/// count is an error naming both counts. NaN/Inf values are rejected naming the first bad index.
+/// count is an error naming both counts. NaN/Inf values and empty (0-frame or
+/// 0-vertex) arrays are rejected, naming the file (and the first bad index).
 inline Tensor<float> load_vertex_sequence(const std::string& path, Index V_expected = -1) {
   return to_vertex_sequence(load_npy<float>(path), path, V_expected);
 }

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -185,7 +186,8 @@ class SafeTensorsFile {
   }
 
   /// Tensor `name` converted to element type T. If `expected` is non-empty the shape must match
-  /// (-1 entries match any size).
+  /// (-1 entries match any size). Any dtype converts (I64 → double, ...); use get_weights for
+  /// model weights.
   template <class T>
   Tensor<T> get(const std::string& name, const Shape& expected = {}) const {
     const SafeTensorInfo& in = info(name);
@@ -222,6 +224,19 @@ class SafeTensorsFile {
       t[static_cast<Index>(i)] = static_cast<T>(v);
     }
     return t;
+  }
+
+  /// Tensor `name` as floating-point weights: like get<T>, but the stored dtype must be a float
+  /// type (F32, F64, F16, BF16) — integer data (e.g. a weight relabelled I32) are an error naming
+  /// the file and the tensor, not silently converted.
+  template <class T>
+  Tensor<T> get_weights(const std::string& name, const Shape& expected = {}) const {
+    static_assert(std::is_floating_point_v<T>, "get_weights: T must be a floating-point type");
+    const std::string& dt = info(name).dtype;
+    if (!(dt == "F32" || dt == "F64" || dt == "F16" || dt == "BF16"))
+      throw IoError(path_, "tensor '" + name + "' has dtype " + dt +
+                               ", expected floating-point values (F32, F64, F16 or BF16)");
+    return get<T>(name, expected);
   }
 
   /// Metadata value, or `fallback` if absent.

@@ -5,11 +5,12 @@
 //   Multi-channel audio is down-mixed to mono by averaging the channels.
 // * Resampling: libsoxr, SOXR_HQ quality, single-threaded (deterministic), one-shot; the output
 //   has round(n · to / from) samples.
-// * Validation: missing files, files libsndfile cannot decode, zero-length audio and non-finite
-//   samples throw IoError("path: ..."). libsndfile silently accepts a RIFF/WAVE file whose data
-//   chunk is shorter than its header declares (it just reports fewer frames), so the RIFF chunk
-//   list is scanned here and a declared data size larger than what the file holds is reported as
-//   truncation; a short read from libsndfile is reported too.
+// * Validation: missing files, files libsndfile cannot decode, zero-length audio, sample rates
+//   outside [4000, 384000] Hz and non-finite samples throw IoError("path: ..."). libsndfile
+//   silently accepts a RIFF/WAVE file whose data chunk is shorter than its header declares (it
+//   just reports fewer frames), so the RIFF chunk list is scanned here and a declared data size
+//   larger than what the file holds is reported as truncation; a short read from libsndfile is
+//   reported too.
 // * Files are read into memory and decoded through libsndfile's virtual I/O; writing encodes to
 //   memory the same way and stores the bytes atomically with io::write_file_atomic.
 #pragma once
@@ -30,6 +31,10 @@
 namespace blendfuse::io {
 
 inline constexpr int kSpeechSampleRate = 16000;
+/// Sample rates outside [kMinSampleRate, kMaxSampleRate] Hz are refused as implausible (a WAV
+/// declaring 1 Hz would otherwise make resampling to 16 kHz allocate and run 16000 times longer).
+inline constexpr int kMinSampleRate = 4000;
+inline constexpr int kMaxSampleRate = 384000;
 
 /// Mono audio.
 struct Audio {
@@ -174,6 +179,9 @@ inline Audio parse_wav(const std::vector<std::uint8_t>& bytes, const std::string
   if (info.channels <= 0 || info.samplerate <= 0)
     throw IoError(path, "invalid WAV header (" + std::to_string(info.channels) + " channels, " +
                             std::to_string(info.samplerate) + " Hz)");
+  if (info.samplerate < kMinSampleRate || info.samplerate > kMaxSampleRate)
+    throw IoError(path, "implausible sample rate " + std::to_string(info.samplerate) + " Hz (supported: " +
+                            std::to_string(kMinSampleRate) + " to " + std::to_string(kMaxSampleRate) + " Hz)");
   if (info.frames <= 0) throw IoError(path, "zero-length audio (no samples)");
   const auto frames = static_cast<std::size_t>(info.frames);
   const auto ch = static_cast<std::size_t>(info.channels);

@@ -35,16 +35,32 @@ struct ProceduralTruth {
   std::map<std::string, std::vector<std::int32_t>> bilabial;  // speech sequence → frames
   std::string dir;
 
-  static ProceduralTruth load(const std::string& data_dir) {
+  /// Reads DIR/truth. With `V` >= 0 (the dataset's vertex count) the bases must be (K, V, 3) and
+  /// the lip pairs inside [0, V); NaN/Inf in the bases are errors naming the file.
+  static ProceduralTruth load(const std::string& data_dir, Index V = -1) {
     ProceduralTruth t;
     t.dir = data_dir + "/truth";
     if (!data::detail::is_dir(t.dir))
       throw IoError(t.dir, "no truth/ folder: clean-truth evaluation needs a procedural dataset (blendfuse gen-data)");
-    t.speech_bases = io::load_npy<float>(t.dir + "/speech_bases.npy");
-    t.expression_bases = io::load_npy<float>(t.dir + "/expression_bases.npy");
-    const auto pairs = io::load_npy<std::int32_t>(t.dir + "/lip_pairs.npy");
-    if (pairs.ndim() != 2 || pairs.dim(1) != 2) throw IoError(t.dir + "/lip_pairs.npy", "expected shape (P, 2), got " + pairs.shape_string());
-    for (Index i = 0; i < pairs.dim(0); ++i) t.lip_pairs.push_back({pairs(i, 0), pairs(i, 1)});
+    auto bases = [&](const std::string& p) {
+      Tensor<float> b = io::load_npy<float>(p);
+      if (b.ndim() != 3 || b.dim(2) != 3 || b.dim(0) == 0 || (V >= 0 && b.dim(1) != V))
+        throw IoError(p, "expected shape (K, " + (V >= 0 ? std::to_string(V) : std::string("V")) + ", 3), got " + b.shape_string());
+      data::detail::check_finite(b, p);
+      return b;
+    };
+    t.speech_bases = bases(t.dir + "/speech_bases.npy");
+    t.expression_bases = bases(t.dir + "/expression_bases.npy");
+    const std::string ppath = t.dir + "/lip_pairs.npy";
+    const auto pairs = io::load_npy<std::int32_t>(ppath);
+    if (pairs.ndim() != 2 || pairs.dim(1) != 2) throw IoError(ppath, "expected shape (P, 2), got " + pairs.shape_string());
+    const Index nv = V >= 0 ? V : t.speech_bases.dim(1);
+    for (Index i = 0; i < pairs.dim(0); ++i) {
+      if (pairs(i, 0) < 0 || pairs(i, 0) >= nv || pairs(i, 1) < 0 || pairs(i, 1) >= nv)
+        throw IoError(ppath, "lip pair " + std::to_string(i) + " (" + std::to_string(pairs(i, 0)) + ", " +
+                                 std::to_string(pairs(i, 1)) + ") has a vertex out of range for " + std::to_string(nv) + " vertices");
+      t.lip_pairs.push_back({pairs(i, 0), pairs(i, 1)});
+    }
     const std::string bpath = t.dir + "/bilabial_frames.json";
     try {
       const auto j = nlohmann::json::parse(io::read_file_text(bpath));
@@ -60,6 +76,7 @@ struct ProceduralTruth {
     const auto w = io::load_npy<float>(weights_file);
     const Index K = bases.dim(0), V = bases.dim(1);
     if (w.ndim() != 2 || w.dim(1) != K) throw IoError(weights_file, "expected (T, " + std::to_string(K) + ") weights, got " + w.shape_string());
+    data::detail::check_finite(w, weights_file);
     const Index T = w.dim(0);
     Tensor<float> out({T, V, 3});
     for (Index t = 0; t < T; ++t)

@@ -456,10 +456,13 @@ class AudioModel {
     m.dec_.load(f);
     for (const auto& name : f.names()) {
       if (name.rfind("templates.", 0) != 0) continue;
-      Tensor<float> t = f.get<float>(name);
+      Tensor<float> t = f.get_weights<float>(name);
       if (t.ndim() != 2 || t.dim(0) != cfg.decoder.vertices || t.dim(1) != 3)
         throw IoError(f.path(), "tensor '" + name + "' must be (" + std::to_string(cfg.decoder.vertices) +
                                     ", 3), got " + t.shape_string());
+      for (Index i = 0; i < t.numel(); ++i)
+        if (!std::isfinite(t[i]))
+          throw IoError(f.path(), "tensor '" + name + "' contains NaN or Inf at element " + std::to_string(i));
       m.templates_[name.substr(10)] = std::move(t);
     }
     return m;

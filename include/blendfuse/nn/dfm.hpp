@@ -133,12 +133,57 @@ struct DfmConfig {
     variant = v;
   }
 
-  void finalize() {
-    BF_CHECK(vertices > 0, ArgumentError, "DfmConfig: vertex count must be set");
-    BF_CHECK(k_a > 0 && k_e > 0, ArgumentError, "DfmConfig: k_a and k_e must be positive");
+  /// Largest k_a / k_e accepted (the paper uses 64; far more only costs time and memory).
+  static constexpr Index kMaxBlendshapes = 1024;
+
+  /// Spatial size of the conv encoder's last block (3×3 stride-2 convolutions: ceil(s / 2) each).
+  Index final_map_size() const {
+    Index s = map_size;
+    for (std::size_t i = 0; i < channels.size(); ++i) s = (s - 1) / 2 + 1;
+    return s;
+  }
+
+  /// Checks every value that does not need the mesh; ArgumentError naming the key otherwise.
+  /// A configuration that cannot work is refused with the reason: with a conv encoder whose last
+  /// block is 1×1, instance norm over a single pixel outputs 0 for every input, so every code
+  /// (and every fused frame) would be identical.
+  void validate() const {
+    BF_CHECK(k_a >= 1 && k_a <= kMaxBlendshapes && k_e >= 1 && k_e <= kMaxBlendshapes, ArgumentError,
+             "DfmConfig: k_a and k_e must be integers in [1, ", kMaxBlendshapes, "], got k_a ", k_a, ", k_e ", k_e);
     BF_CHECK(encoder == "conv" || encoder == "mlp", ArgumentError, "DfmConfig: encoder must be conv or mlp, got '", encoder, "'");
+    if (encoder == "conv") {
+      BF_CHECK(!channels.empty() && channels.size() <= 12, ArgumentError,
+               "DfmConfig: channels must list 1 to 12 conv blocks, got ", channels.size());
+      for (Index c : channels)
+        BF_CHECK(c >= 1 && c <= 4096, ArgumentError, "DfmConfig: channels entries must be in [1, 4096], got ", c);
+      BF_CHECK(map_size >= 2 && map_size <= 4096, ArgumentError, "DfmConfig: map_size must be in [2, 4096], got ", map_size);
+      BF_CHECK(final_map_size() >= 2, ArgumentError, "DfmConfig: map_size ", map_size, " with ", channels.size(),
+               " stride-2 conv blocks leaves a 1x1 map after the last block; instance norm over one pixel "
+               "outputs 0, so the encoder could not see its input (use map_size >= ",
+               (Index(1) << channels.size()) + 1, " or fewer channels entries)");
+    } else {
+      BF_CHECK(mlp_hidden >= 1 && mlp_hidden <= 65536, ArgumentError, "DfmConfig: mlp_hidden must be in [1, 65536], got ", mlp_hidden);
+    }
+    BF_CHECK(std::isfinite(column_norm) && (column_norm >= 0 || column_norm == -1), ArgumentError,
+             "DfmConfig: column_norm must be >= 0 (or -1 for sqrt(V)), got ", column_norm);
+    const std::pair<const char*, double> lambdas[] = {
+        {"lambda_rec", lambda_rec}, {"lambda_sparsity", lambda_sparsity}, {"lambda_laplace", lambda_laplace},
+        {"lambda_reg", lambda_reg}, {"lambda_usage", lambda_usage}, {"lambda_overlap", lambda_overlap}};
+    for (const auto& [name, v] : lambdas)
+      BF_CHECK(std::isfinite(v) && v >= 0 && v <= 1e6, ArgumentError, "DfmConfig: ", name,
+               " must be a finite number in [0, 1e6], got ", v);
+    BF_CHECK(std::isfinite(lambda_sparsity_e) && lambda_sparsity_e <= 1e6, ArgumentError,
+             "DfmConfig: lambda_sparsity_e must be finite and <= 1e6 (< 0: same as lambda_sparsity), got ",
+             lambda_sparsity_e);
     BF_CHECK(data_unit_mm > 0 && std::isfinite(data_unit_mm), ArgumentError,
              "DfmConfig: data_unit_mm must be positive, got ", data_unit_mm);
+  }
+
+  void finalize() {
+    BF_CHECK(vertices > 0, ArgumentError, "DfmConfig: vertex count must be set");
+    validate();
+    BF_CHECK(k_a + k_e <= 3 * vertices, ArgumentError, "DfmConfig: k_a + k_e = ", k_a + k_e,
+             " blendshapes exceed the ", 3 * vertices, " degrees of freedom of a ", vertices, "-vertex mesh");
     if (column_norm < 0) column_norm = std::sqrt(static_cast<double>(vertices));
   }
 
@@ -156,6 +201,12 @@ struct DfmConfig {
     return j;
   }
 
+  /// An integer config value; 2.5 or "3" are errors (not silently truncated).
+  static Index json_int(const nlohmann::json& v, const std::string& where, const std::string& key) {
+    BF_CHECK(v.is_number_integer(), ArgumentError, where, ": ", key, " must be an integer, got ", v.dump());
+    return v.get<Index>();
+  }
+
   /// Reads the keys present in `j` over the current values; unknown keys are errors.
   void update_from_json(const nlohmann::json& j, const std::string& where) {
     BF_CHECK(j.is_object(), ArgumentError, where, ": config must be a JSON object");
@@ -165,13 +216,17 @@ struct DfmConfig {
         const std::string& key = it.key();
         const auto& v = it.value();
         if (key == "variant") continue;
-        else if (key == "vertices") vertices = v.get<Index>();
-        else if (key == "map_size") map_size = v.get<Index>();
-        else if (key == "channels") channels = v.get<std::vector<Index>>();
-        else if (key == "k_a") k_a = v.get<Index>();
-        else if (key == "k_e") k_e = v.get<Index>();
+        else if (key == "vertices") vertices = json_int(v, where, key);
+        else if (key == "map_size") map_size = json_int(v, where, key);
+        else if (key == "channels") {
+          BF_CHECK(v.is_array(), ArgumentError, where, ": channels must be an array of integers, got ", v.dump());
+          channels.clear();
+          for (const auto& c : v) channels.push_back(json_int(c, where, key));
+        }
+        else if (key == "k_a") k_a = json_int(v, where, key);
+        else if (key == "k_e") k_e = json_int(v, where, key);
         else if (key == "encoder") encoder = v.get<std::string>();
-        else if (key == "mlp_hidden") mlp_hidden = v.get<Index>();
+        else if (key == "mlp_hidden") mlp_hidden = json_int(v, where, key);
         else if (key == "mask_channel") mask_channel = v.get<bool>();
         else if (key == "column_norm") column_norm = v.get<double>();
         else if (key == "lambda_rec") lambda_rec = v.get<double>();

@@ -770,7 +770,7 @@ class FaceFormer {
       if (info.shape != p->value.shape())
         throw IoError(f.path(), "tensor '" + key + "' has shape " + shape_str(info.shape) +
                                     ", expected " + p->value.shape_string());
-      Tensor<T> t = f.get<T>(key, p->value.shape());
+      Tensor<T> t = f.get_weights<T>(key, p->value.shape());
       for (Index i = 0; i < t.numel(); ++i)
         if (!std::isfinite(static_cast<double>(t[i])))
           throw IoError(f.path(), "tensor '" + key + "' contains NaN or Inf at element " + std::to_string(i));

@@ -113,7 +113,7 @@ void load_parameters(const io::SafeTensorsFile& f, const ParamList<T>& ps, const
   for (auto* p : ps) {
     const std::string key = prefix + p->name;
     if (!f.contains(key)) throw IoError(f.path(), "missing tensor '" + key + "'");
-    auto t = f.get<T>(key, p->value.shape());
+    auto t = f.get_weights<T>(key, p->value.shape());
     for (Index i = 0; i < t.numel(); ++i) {
       if (!std::isfinite(static_cast<double>(t[i])))
         throw IoError(f.path(), "tensor '" + key + "' contains NaN or Inf at element " + std::to_string(i));

@@ -623,7 +623,7 @@ class Wav2Vec2Model {
       if (info.shape != p->value.shape())
         throw IoError(f.path(), "tensor '" + found + "' has shape " + shape_str(info.shape) + ", expected " +
                                     p->value.shape_string() + " (wav2vec2 parameter '" + p->name + "')");
-      Tensor<T> t = f.get<T>(found, p->value.shape());
+      Tensor<T> t = f.get_weights<T>(found, p->value.shape());
       for (Index i = 0; i < t.numel(); ++i)
         if (!std::isfinite(static_cast<double>(t[i])))
           throw IoError(f.path(), "tensor '" + found + "' contains NaN or Inf at element " + std::to_string(i));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -77,16 +78,36 @@ class Adam {
     w.set_metadata("adam_step", std::to_string(t_));
   }
 
+  /// Restores the moments and the step count; non-finite moments, a negative second moment or a
+  /// negative/non-integer step count are errors naming the file (a resumed run would otherwise
+  /// learn nothing or produce NaN).
   void load_state(const io::SafeTensorsFile& f) {
+    std::vector<Tensor<T>> m(params_.size()), v(params_.size());
     for (std::size_t k = 0; k < params_.size(); ++k) {
-      m_[k] = f.get<T>(params_[k]->name + ".adam_m", params_[k]->value.shape());
-      v_[k] = f.get<T>(params_[k]->name + ".adam_v", params_[k]->value.shape());
+      const std::string mk = params_[k]->name + ".adam_m", vk = params_[k]->name + ".adam_v";
+      m[k] = f.get_weights<T>(mk, params_[k]->value.shape());
+      v[k] = f.get_weights<T>(vk, params_[k]->value.shape());
+      for (Index i = 0; i < m[k].numel(); ++i) {
+        if (!std::isfinite(static_cast<double>(m[k][i])))
+          throw IoError(f.path(), "tensor '" + mk + "' contains NaN or Inf at element " + std::to_string(i));
+        if (!std::isfinite(static_cast<double>(v[k][i])) || v[k][i] < 0)
+          throw IoError(f.path(), "tensor '" + vk + "' holds an invalid second moment at element " + std::to_string(i) +
+                                      " (must be finite and >= 0)");
+      }
     }
+    const std::string step = f.meta("adam_step", "0");
+    long t = 0;
     try {
-      t_ = std::stol(f.meta("adam_step", "0"));
+      std::size_t used = 0;
+      t = std::stol(step, &used);
+      if (used != step.size()) throw std::invalid_argument("trailing characters");
     } catch (const std::exception&) {
-      throw IoError(f.path(), "metadata 'adam_step' is not an integer");
+      throw IoError(f.path(), "metadata 'adam_step' is not an integer: '" + step + "'");
     }
+    if (t < 0) throw IoError(f.path(), "metadata 'adam_step' is negative (" + step + ")");
+    m_ = std::move(m);
+    v_ = std::move(v);
+    t_ = t;
   }
 
  private:

@@ -83,6 +83,33 @@ struct AudioEpochStats {
   double seconds = 0;
 };
 
+/// Longest speech audio accepted for training and evaluation (the offline encoder holds the whole
+/// clip; dataset sentences are a few seconds).
+inline constexpr double kMaxSequenceAudioSeconds = 120.0;
+
+/// Loads the .wav of speech sequence `q` at 16 kHz and checks that it belongs to the sequence:
+/// at least `min_samples` samples (one frame of the audio encoder), at most
+/// kMaxSequenceAudioSeconds, and a duration within 0.5 s + 10 % of the sequence's T frames at
+/// `fps`. Errors are IoError naming the .wav (and the .npy it was paired with).
+inline io::Audio load_sequence_audio(const data::Sequence& q, double fps, Index min_samples) {
+  io::Audio a = io::load_wav(q.wav_path);
+  const double secs = a.duration();
+  char buf[64];
+  auto s2 = [&](double v) { std::snprintf(buf, sizeof buf, "%.3g s", v); return std::string(buf); };
+  if (static_cast<Index>(a.samples.size()) < min_samples)
+    throw IoError(q.wav_path, "audio too short: " + std::to_string(a.samples.size()) + " samples (" + s2(secs) +
+                                  ") at 16 kHz, the audio encoder needs at least " + std::to_string(min_samples));
+  if (secs > kMaxSequenceAudioSeconds)
+    throw IoError(q.wav_path, "audio is " + s2(secs) + " long; training and evaluation take sequences of at most " +
+                                  s2(kMaxSequenceAudioSeconds) + " (split it)");
+  const double seq = static_cast<double>(q.num_frames()) / fps;
+  if (std::abs(secs - seq) > 0.5 + 0.1 * std::max(secs, seq))
+    throw IoError(q.wav_path, "audio is " + s2(secs) + " long but its sequence " + q.path + " has " +
+                                  std::to_string(q.num_frames()) + " frames (" + s2(seq) + " at " +
+                                  blendfuse::detail::concat(fps) + " fps): they do not belong together");
+  return a;
+}
+
 /// Loads the speech sequences of `subjects`' splits that have a .wav and turns them into samples.
 /// `style_of` maps a subject to its style index (-1 allowed for held-out subjects).
 ///
@@ -100,14 +127,12 @@ inline std::vector<AudioSample> load_audio_samples(const nn::AudioModel<float>& 
   std::vector<AudioSample> out;
   for (const auto* q : ds.sequences(data::Domain::Speech, split)) {
     if (q->wav_path.empty()) continue;
-    const io::Audio a = io::load_wav(q->wav_path);
+    const io::Audio a = load_sequence_audio(*q, model.config().fps, model.config().w2v.min_samples());
     const Index Tn = q->num_frames();
     AudioSample s;
     s.name = q->name;
     s.subject = style_of(q->subject);
     const Tensor<float> audio = Tensor<float>::from({1, static_cast<Index>(a.samples.size())}, a.samples);
-    if (audio.dim(1) < model.config().w2v.min_samples())
-      throw IoError(q->wav_path, "audio too short (" + std::to_string(audio.dim(1)) + " samples at 16 kHz)");
     s.features = model.frame_features(audio, Tn);
     s.target = q->deformations.reshape({1, Tn, ds.num_vertices() * 3}).clone();
     for (double f : speeds) {
@@ -177,6 +202,14 @@ class AudioTrainer {
       : model_(model), cfg_(std::move(cfg)), opt_(model.trainable_parameters(), AdamConfig{cfg_.lr}) {
     BF_CHECK(cfg_.batch >= 1, ArgumentError, "AudioTrainer: batch must be at least 1");
     BF_CHECK(cfg_.epochs >= 0, ArgumentError, "AudioTrainer: epochs must be >= 0");
+    BF_CHECK(std::isfinite(cfg_.lr) && cfg_.lr > 0, ArgumentError, "AudioTrainer: lr must be finite and > 0, got ", cfg_.lr);
+    BF_CHECK(std::isfinite(cfg_.lr_final), ArgumentError,
+             "AudioTrainer: lr_final must be finite, got ", cfg_.lr_final);
+    BF_CHECK(std::isfinite(cfg_.max_seconds) && cfg_.max_seconds >= 0, ArgumentError,
+             "AudioTrainer: max_seconds must be finite and >= 0, got ", cfg_.max_seconds);
+    for (double w : {cfg_.lip_weight, cfg_.gap_weight, cfg_.gap_delta, cfg_.velocity_weight, cfg_.augment_speed,
+                     cfg_.augment_gain, cfg_.scheduled_sampling, cfg_.sampling_ramp})
+      BF_CHECK(std::isfinite(w), ArgumentError, "AudioTrainer: loss weights and schedule values must be finite, got ", w);
     BF_CHECK(cfg_.scheduled_sampling >= 0 && cfg_.scheduled_sampling <= 1, ArgumentError,
              "AudioTrainer: scheduled_sampling must be in [0, 1]");
     BF_CHECK(cfg_.sampling_ramp >= 0 && cfg_.sampling_ramp <= 1, ArgumentError,
@@ -219,7 +252,10 @@ class AudioTrainer {
     for (const auto& s : train)
       BF_CHECK(s.subject >= 0 && s.subject < model_.config().decoder.n_subjects, ArgumentError,
                "AudioTrainer: training sequence ", s.name, " has no style index");
-    if (cfg_.resume && !cfg_.checkpoint.empty() && std::filesystem::exists(cfg_.checkpoint)) load_checkpoint();
+    if (cfg_.resume && !cfg_.checkpoint.empty() && std::filesystem::exists(cfg_.checkpoint)) {
+      load_checkpoint();
+      check_resume_epochs(cfg_.checkpoint, epoch_, cfg_.epochs);
+    }
     const Index n = static_cast<Index>(train.size());
     const Index steps = (n + cfg_.batch - 1) / cfg_.batch;
     std::vector<AudioEpochStats> out;
@@ -245,12 +281,16 @@ class AudioTrainer {
         Index batch_frames = 0;
         for (Index b = s * cfg_.batch; b < std::min(n, (s + 1) * cfg_.batch); ++b)
           batch_frames += train[static_cast<std::size_t>(order[static_cast<std::size_t>(b)])].frames();
+        double step_loss = 0;
         for (Index b = s * cfg_.batch; b < std::min(n, (s + 1) * cfg_.batch); ++b) {
           const AudioSample& x = train[static_cast<std::size_t>(order[static_cast<std::size_t>(b)])];
-          sum += step_sample(x, st.sampling, rng, batch_frames);
+          const double l = step_sample(x, st.sampling, rng, batch_frames);
+          step_loss += l;
+          sum += l;
           frames += x.frames();
         }
         opt_.step();
+        check_finite_step("train-audio", step_loss, params, epoch_, static_cast<long>(s + 1));
         bar.update(++done, "mse " + fmt(sum / static_cast<double>(std::max<Index>(frames, 1))));
       }
       st.train_mse = sum / static_cast<double>(std::max<Index>(frames, 1));

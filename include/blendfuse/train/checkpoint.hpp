@@ -2,6 +2,7 @@
 // with config metadata), the Adam state and the epoch, written atomically in one file.
 #pragma once
 
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -37,10 +38,42 @@ int load_checkpoint(const std::string& path, Model& model, Adam<T>& opt) {
     dst[i]->touch();  // caches derived from the value (frozen oneDNN weights) must refresh
   }
   opt.load_state(f);
+  const std::string e = f.meta("train.epoch", "0");
+  int epoch = 0;
   try {
-    return std::stoi(f.meta("train.epoch", "0"));
+    std::size_t used = 0;
+    epoch = std::stoi(e, &used);
+    if (used != e.size()) throw std::invalid_argument("trailing characters");
   } catch (const std::exception&) {
-    throw IoError(path, "metadata 'train.epoch' is not an integer");
+    throw IoError(path, "metadata 'train.epoch' is not an integer: '" + e + "'");
+  }
+  if (epoch < 0) throw IoError(path, "metadata 'train.epoch' is negative (" + e + ")");
+  return epoch;
+}
+
+/// A resumed run must not already be past the requested epochs (it would silently save the
+/// checkpoint's model as the result of a shorter run).
+inline void check_resume_epochs(const std::string& path, int done, int epochs) {
+  if (done > epochs)
+    throw IoError(path, "checkpoint has " + std::to_string(done) + " epochs done, more than the requested --epochs " +
+                            std::to_string(epochs) + " (give --epochs >= " + std::to_string(done) +
+                            " or another --checkpoint)");
+}
+
+/// Throws ArgumentError naming `what`, the epoch and the step when the loss is non-finite or a
+/// parameter became non-finite, so training stops before anything non-finite is saved.
+template <class T>
+void check_finite_step(const char* what, double loss, const nn::ParamList<T>& params, int epoch, long step) {
+  const std::string at = std::string(what) + ": at epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(step);
+  if (!std::isfinite(loss))
+    throw ArgumentError(at + " the loss became non-finite (" + std::to_string(loss) +
+                        "); nothing was saved for this epoch (lower --lr or the loss weights)");
+  for (const auto* p : params) {
+    const T* d = p->value.data();
+    for (Index i = 0; i < p->value.numel(); ++i)
+      if (!std::isfinite(static_cast<double>(d[i])))
+        throw ArgumentError(at + " parameter '" + p->name + "' became non-finite (element " + std::to_string(i) +
+                            "); nothing was saved for this epoch (lower --lr or the loss weights)");
   }
 }
 

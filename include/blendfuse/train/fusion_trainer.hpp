@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -57,6 +58,9 @@ class FusionTrainer {
       : model_(model), cfg_(std::move(cfg)), opt_(model.parameters(), AdamConfig{cfg_.lr}) {
     BF_CHECK(cfg_.batch >= 2, ArgumentError, "FusionTrainer: batch must be at least 2");
     BF_CHECK(cfg_.epochs >= 0, ArgumentError, "FusionTrainer: epochs must be >= 0");
+    BF_CHECK(std::isfinite(cfg_.lr) && cfg_.lr > 0, ArgumentError, "FusionTrainer: lr must be finite and > 0, got ", cfg_.lr);
+    BF_CHECK(std::isfinite(cfg_.max_seconds) && cfg_.max_seconds >= 0, ArgumentError,
+             "FusionTrainer: max_seconds must be finite and >= 0, got ", cfg_.max_seconds);
   }
 
   /// Trains on the pools; returns one EpochStats per epoch run in this call.
@@ -70,7 +74,10 @@ class FusionTrainer {
     BF_CHECK(speech.dim(0) > 0 && expression.dim(0) > 0, ArgumentError,
              "FusionTrainer: both domains need training frames (speech ", speech.dim(0),
              ", expression ", expression.dim(0), ")");
-    if (cfg_.resume && !cfg_.checkpoint.empty() && std::filesystem::exists(cfg_.checkpoint)) load_checkpoint();
+    if (cfg_.resume && !cfg_.checkpoint.empty() && std::filesystem::exists(cfg_.checkpoint)) {
+      load_checkpoint();
+      check_resume_epochs(cfg_.checkpoint, epoch_, cfg_.epochs);
+    }
 
     const Index half = cfg_.batch / 2;
     const Index steps = (std::max(speech.dim(0), expression.dim(0)) + half - 1) / half;
@@ -89,9 +96,12 @@ class FusionTrainer {
         const auto ia = window(order_a, s * half, half);
         const auto ie = window(order_e, s * half, half);
         nn::zero_grads(model_.parameters());
-        st.train += model_.train_batch(nn::Domain::Speech, gather_frames(speech, ia), vertex_weights);
-        st.train += model_.train_batch(nn::Domain::Expression, gather_frames(expression, ie), vertex_weights);
+        const nn::DfmLosses la = model_.train_batch(nn::Domain::Speech, gather_frames(speech, ia), vertex_weights);
+        const nn::DfmLosses le = model_.train_batch(nn::Domain::Expression, gather_frames(expression, ie), vertex_weights);
+        st.train += la;
+        st.train += le;
         opt_.step();
+        check_finite_step("train-fusion", la.total + le.total, model_.parameters(), epoch_, static_cast<long>(s + 1));
         bar.update(++done, "loss " + fmt(st.train.total / static_cast<double>(s + 1)));
       }
       scale(st.train, 1.0 / static_cast<double>(steps));
