@@ -24,6 +24,7 @@
 #include "blendfuse/nn/dfm.hpp"
 #include "blendfuse/rig/rig.hpp"
 #include "blendfuse/rig/solve.hpp"
+#include "cli_checks.hpp"
 
 namespace blendfuse::cli {
 
@@ -154,6 +155,9 @@ inline void add_rig_fit(CLI::App& app, RigFitArgs& a, std::function<void()>& run
   c->add_option("--units", a.units, "length unit of the dataset: auto, mm, cm or m (default auto)")->check(CLI::IsMember({"auto", "mm", "cm", "m"}));
   c->callback([&] {
     run = [&] {
+      // options and the output path before any work (docs/errors.md)
+      require_range("rig-fit", "--l2", a.l2, 0.0, 1e6);
+      check_outputs("rig-fit", {{"--out", a.out}}, {{"--model", a.model}, {"--rig", a.rig}});
       data::DatasetOptions opt;
       opt.units = a.units;
       const data::Dataset ds = data::Dataset::load(a.data, opt);
@@ -286,6 +290,14 @@ inline void add_rig_solve(CLI::App& app, RigSolveArgs& a, std::function<void()>&
   c->callback([&, map, bnd] {
     run = [&, map, bnd] {
       if (map->count() == 0 && bnd->count() == 0) throw ArgumentError("rig-solve: give --map MAP or --bounded");
+      // options and the output paths before any work (docs/errors.md)
+      require_range("rig-solve", "--l2", a.l2, 0.0, 1e6);
+      require_range("rig-solve", "--smooth", a.smooth, 0.0, 1e6);
+      require_range("rig-solve", "--symmetry", a.symmetry, 0.0, 1e6);
+      require_range("rig-solve", "--fps", a.fps, 1.0, 1000.0);
+      check_outputs("rig-solve", {{"--out", a.out}, {"--csv", a.csv}, {"--json", a.json}},
+                    {{"--rig", a.rig}, {"--map", a.map}, {"--in", a.in}, {"--neutral", a.neutral},
+                     {"--vertex-weights", a.vertex_weights}});
       const int sources = !a.data.empty() + !a.neutral.empty() + a.offsets;
       if (sources != 1 && !(sources == 2 && !a.data.empty() && !a.neutral.empty()))
         throw ArgumentError("rig-solve: give exactly one of --data DIR, --neutral N.npy or --offsets (what to subtract from --in)");

@@ -68,6 +68,12 @@ head -c 200 "$RIG" >"$T/trunc.safetensors"
 expect_err "truncated rig" "trunc.safetensors" "$BF" rig-solve --rig "$T/trunc.safetensors" --bounded --in "$S" --data "$T/data" --out "$T/x.npy"
 /usr/bin/python3 -c "import numpy as np,sys; a=np.load(sys.argv[1]); a[1,5,2]=np.nan; np.save(sys.argv[2],a)" "$S" "$T/P01_nan.npy" 2>/dev/null && \
   expect_err "NaN input" "non-finite" "$BF" rig-solve --rig "$RIG" --bounded --in "$T/P01_nan.npy" --data "$T/data" --out "$T/x.npy"
+expect_err "rig-solve --out = --in" "same file as the input --in" "$BF" rig-solve --rig "$RIG" --bounded --in "$S" --data "$T/data" --out "$S"
+expect_err "rig-solve --csv = --out" "outputs must differ" "$BF" rig-solve --rig "$RIG" --bounded --in "$S" --data "$T/data" --out "$T/x.npy" --csv "$T/x.npy"
+expect_err "rig-solve --smooth nan" "--smooth must be a finite number" "$BF" rig-solve --rig "$RIG" --bounded --smooth nan --in "$S" --data "$T/data" --out "$T/x.npy"
+expect_err "rig-solve --l2 -1" "--l2 must be a finite number" "$BF" rig-solve --rig "$RIG" --bounded --l2 -1 --in "$S" --data "$T/data" --out "$T/x.npy"
+expect_err "rig-fit --out = --model" "same file as the input --model" "$BF" rig-fit --data "$T/data" --model "$T/m.safetensors" --out "$T/m.safetensors"
+expect_err "rig-fit --out in a missing folder" "does not exist" "$BF" rig-fit --data "$T/data" --model "$T/m.safetensors" --out "$T/nofolder/x.safetensors"
 [ ! -e "$T/x.npy" ] && [ ! -e "$T/x.safetensors" ] && ok || bad "a failed command left an output file"
 
 echo "cli_rig: $passes passed, $fails failed"
