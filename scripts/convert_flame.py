@@ -42,20 +42,8 @@ import tempfile
 
 import numpy as np
 
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "OrderedDict"),
-    ("copy_reg", "_reconstructor"),
-    ("copyreg", "_reconstructor"),
-    ("__builtin__", "object"),
-    ("builtins", "object"),
-    ("_codecs", "encode"),
-}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from numpy_pickle import NUMPY_PICKLE_GLOBALS as _ALLOWED  # noqa: E402
 
 
 class ConvertError(Exception):

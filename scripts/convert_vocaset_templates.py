@@ -23,21 +23,8 @@ import tempfile
 
 import numpy as np
 
-# (module, name) pairs a pickled dict of numpy arrays refers to (Python 2 and 3 spellings).
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "OrderedDict"),
-    ("copy_reg", "_reconstructor"),
-    ("copyreg", "_reconstructor"),
-    ("__builtin__", "object"),
-    ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
-    ("builtins", "object"),
-}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from numpy_pickle import NUMPY_PICKLE_GLOBALS as _ALLOWED  # noqa: E402
 
 
 class ConvertError(Exception):
