@@ -217,48 +217,6 @@ inline std::string two_digits(int i) {
   return s.size() < 2 ? "0" + s : s;
 }
 
-struct Vec3 {
-  double x = 0, y = 0, z = 0;
-};
-
-/// Per-vertex geometry shared by the basis builders.
-struct BasisContext {
-  double x, y, z;     // canonical position
-  double lambda;      // lens profile of the mouth opening (1 at the centre of the slit)
-  double h_up;        // 1 on the upper side, 0 on the lower side, 0.5 on the mouth row outside the slit
-  Vec3 J;             // jaw-rotation displacement at full jaw_open
-  double lat;         // lateral falloff of the jaw
-  Vec3 E;             // opening field: −J·lat (upward/forward), |E| ≈ 12 mm at the mouth centre
-};
-
-inline std::vector<BasisContext> basis_context(const FaceMesh& m) {
-  const double xc = m.mouth_half_width, ym = m.mouth_y;
-  // Jaw pivot behind the face at ear level; angle so that the mouth centre moves by 12 mm.
-  const double py = 5.0, pz = -75.0;
-  const double lip_z = face_depth(0.0, ym);
-  const double r = std::hypot(ym - py, lip_z - pz);
-  const double theta = 2.0 * std::asin(12.0 / (2.0 * r));
-  const double ct = std::cos(theta), st = std::sin(theta);
-  std::vector<BasisContext> out(static_cast<std::size_t>(m.num_vertices()));
-  for (Index k = 0; k < m.num_vertices(); ++k) {
-    BasisContext& c = out[static_cast<std::size_t>(k)];
-    c.x = m.vertices(k, 0);
-    c.y = m.vertices(k, 1);
-    c.z = m.vertices(k, 2);
-    const double ux = c.x / xc;
-    const double lens = std::abs(ux) < 1.0 ? std::pow(1.0 - ux * ux, 1.5) : 0.0;
-    c.lambda = lens * std::exp(-((c.y - ym) / 10.0) * ((c.y - ym) / 10.0));
-    const int s = m.side[static_cast<std::size_t>(k)];
-    c.h_up = s > 0 ? 1.0 : (s < 0 ? 0.0 : 0.5);
-    // rotation about the x axis through (y, z) = (py, pz): (Y, Z) → (Y cos − Z sin, Y sin + Z cos)
-    const double Y = c.y - py, Z = c.z - pz;
-    c.J = {0.0, (Y * ct - Z * st) - Y, (Y * st + Z * ct) - Z};
-    c.lat = 1.0 - 0.4 * smoothstep01((std::abs(c.x) - 40.0) / 35.0);
-    c.E = {-c.J.x * c.lat, -c.J.y * c.lat, -c.J.z * c.lat};
-  }
-  return out;
-}
-
 /// Speech basis `k` at one vertex: continuous part + lens·(h_up·α − h_low·β)·E, α + β = gap_coeff.
 inline Vec3 speech_basis_at(int k, const BasisContext& c, const FaceMesh& m) {
   const double xc = m.mouth_half_width, ym = m.mouth_y;

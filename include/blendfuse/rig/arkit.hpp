@@ -58,31 +58,25 @@ struct ArkitVertex {
 
 inline std::vector<ArkitVertex> arkit_context(const data::FaceMesh& m) {
   using data::detail::smoothstep01;
-  const double xc = m.mouth_half_width, ym = m.mouth_y;
-  const double py = 5.0, pz = -75.0;  // jaw pivot behind the face at ear level
-  const double lip_z = data::detail::face_depth(0.0, ym);
-  const double r = std::hypot(ym - py, lip_z - pz);
-  const double theta = 2.0 * std::asin(kArkitJawOpenMm / (2.0 * r));
-  const double ct = std::cos(theta), st = std::sin(theta);
-  std::vector<ArkitVertex> out(static_cast<std::size_t>(m.num_vertices()));
-  for (Index k = 0; k < m.num_vertices(); ++k) {
-    ArkitVertex& c = out[static_cast<std::size_t>(k)];
-    c.x = m.vertices(k, 0);
-    c.y = m.vertices(k, 1);
-    c.z = m.vertices(k, 2);
-    const double ux = c.x / xc;
-    const double lens = std::abs(ux) < 1.0 ? std::pow(1.0 - ux * ux, 1.5) : 0.0;
-    c.lambda = lens * std::exp(-((c.y - ym) / 10.0) * ((c.y - ym) / 10.0));
-    const int s = m.side[static_cast<std::size_t>(k)];
-    c.h_up = s > 0 ? 1.0 : (s < 0 ? 0.0 : 0.5);
+  // the generator's per-vertex geometry (slit lens, sides, lateral falloff, jaw rotation about the
+  // pivot behind the face), with the rig's own jawOpen travel
+  const auto base = data::detail::basis_context(m, kArkitJawOpenMm);
+  const double ym = m.mouth_y;
+  std::vector<ArkitVertex> out(base.size());
+  for (std::size_t k = 0; k < base.size(); ++k) {
+    const data::detail::BasisContext& b = base[k];
+    ArkitVertex& c = out[k];
+    c.x = b.x;
+    c.y = b.y;
+    c.z = b.z;
+    c.lambda = b.lambda;
+    c.h_up = b.h_up;
     // continuous part: half on the mouth row, full 14 mm below, none 14 mm above; the slit's lens
     // part gives the lower lip copies the full jaw and the upper copies none
     const double sig = smoothstep01(0.5 + 0.5 * (ym - c.y) / 14.0);
-    const double lat = 1.0 - 0.4 * smoothstep01((std::abs(c.x) - 40.0) / 35.0);
-    c.jaw = ((1.0 - c.lambda) * sig + c.lambda * (1.0 - c.h_up)) * lat;
-    const double Y = c.y - py, Z = c.z - pz;
-    c.jy = (Y * ct - Z * st) - Y;
-    c.jz = (Y * st + Z * ct) - Z;
+    c.jaw = ((1.0 - c.lambda) * sig + c.lambda * (1.0 - c.h_up)) * b.lat;
+    c.jy = b.J.y;
+    c.jz = b.J.z;
   }
   return out;
 }
