@@ -375,7 +375,7 @@ inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
         fused = metrics::naive_sum(speech, expr);
       } else {
         auto model = nn::DeformationFusionModule<float>::load(a.model);
-        model.freeze();  // inference only: keep derived weights (column norms) between calls
+        model.cache_derived_weights();  // inference only: keep derived weights (column norms, backend copies) between calls
         if (model.vertices() != V)
           throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(V));
         fused = model.fuse(speech, expr, a.intensity, ds.unit_mm);  // in and out in the data's unit
@@ -426,7 +426,7 @@ inline void add_eval_fusion(CLI::App& app, EvalFusionArgs& a, std::function<void
       rows.push_back(metrics::evaluate_fusion(ds, truth, "naive sum of inputs", metrics::naive_sum));
       for (const auto& path : a.models) {
         auto model = nn::DeformationFusionModule<float>::load(path);
-        model.freeze();
+        model.cache_derived_weights();
         if (model.vertices() != ds.num_vertices())
           throw IoError(path, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(ds.num_vertices()));
         const std::string name = model.config().variant + " (" + std::filesystem::path(path).filename().string() + ")";
