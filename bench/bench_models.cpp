@@ -1,5 +1,6 @@
 // blendfuse benchmarks — whole models per backend:
-//   fusion/infer/b1, fusion/infer/b32   DeformationFusionModule::fuse on B frames, frozen (paper scale:
+//   fusion/infer/b1, fusion/infer/b32   DeformationFusionModule::fuse on B frames, "frozen" =
+//                                       cache_derived_weights() (paper scale:
 //                                       V = 10857, 128×128 map, channels 32-64-128-256-256-256,
 //                                       K = 64 + 64; 7.6 M parameters, 0.30 GFLOP per frame);
 //                                       fusion/infer_unfrozen/b1: the same, not frozen (weights
@@ -84,7 +85,7 @@ Tensor<float, B> deformations(Index frames, std::uint64_t seed) {
 template <class B>
 void fusion_infer(benchmark::State& st, Index frames, bool frozen = true) {
   auto& m = fusion_model<B>();
-  m.freeze(frozen);  // frozen: inference deployment (cached blocked weights and column norms)
+  m.cache_derived_weights(frozen);  // "frozen": inference deployment (cached blocked weights and column norms)
   const auto a = deformations<B>(frames, 11), e = deformations<B>(frames, 12);
   benchmark::DoNotOptimize(m.fuse(a, e).data());  // warm-up (primitive cache, allocator)
   for (auto _ : st) benchmark::DoNotOptimize(m.fuse(a, e).data());
@@ -94,7 +95,7 @@ void fusion_infer(benchmark::State& st, Index frames, bool frozen = true) {
 template <class B>
 void fusion_train(benchmark::State& st, Index frames) {
   auto& m = fusion_model<B>();
-  m.freeze(false);
+  m.cache_derived_weights(false);
   const auto a = deformations<B>(frames / 2, 13), e = deformations<B>(frames / 2, 14);
   const Tensor<float, B> none;
   train::Adam<float> opt(m.parameters(), {3e-4});
@@ -210,7 +211,7 @@ template <class B>
 void pipeline(benchmark::State& st, bool base) {
   const auto& am = pipeline_audio_model<B>(base);
   auto& fm = fusion_model<B>();
-  fm.freeze(true);
+  fm.cache_derived_weights(true);
   const Index seconds = 10, L = 16000 * seconds;
   Tensor<float> audio({1, L});
   Rng rng(9);

@@ -5,7 +5,7 @@
 // or GB/s (bytes read + written once) for the memory-bound ops.
 #include "bench_common.hpp"
 
-#include "blendfuse/nn/encoders.hpp"
+#include "blendfuse/ops/conv_in_relu.hpp"
 #include "blendfuse/ops/activation.hpp"
 #include "blendfuse/ops/conv.hpp"
 #include "blendfuse/ops/linear.hpp"
@@ -60,7 +60,7 @@ void register_backend() {
       const auto x = rnd<B>({c.n, c.cin, c.h, c.w}, 1), w = rnd<B>({c.cout, c.cin, c.k, c.k}, 2, 0.1);
       const auto g = rnd<B>({c.cout}, 4), b = rnd<B>({c.cout}, 5);
       const auto p = conv_p(c);
-      for (auto _ : st) benchmark::DoNotOptimize(nn::conv_in_relu(x, w, g, b, 1e-5, p).data());
+      for (auto _ : st) benchmark::DoNotOptimize(ops::conv_in_relu(x, w, g, b, 1e-5, p).data());
       set_rates(st, c.flops());
     })->UseRealTime()->Unit(benchmark::kMillisecond);
   }

@@ -20,6 +20,9 @@
 #include "blendfuse/nn/dfm.hpp"
 #include "blendfuse/train/fusion_trainer.hpp"
 #include "cli_checks.hpp"
+#ifdef BLENDFUSE_WITH_ONEDNN
+#include "onednn/onednn.hpp"  // before any DeformationFusionModule<float, OneDnn> (ODR)
+#endif
 
 namespace blendfuse::cli {
 
@@ -152,6 +155,32 @@ inline Tensor<float> frame_pool(const data::Dataset& ds, data::Domain d, data::S
   return pool;
 }
 
+/// The default of the fusion commands' --backend: onednn when built, else cpu.
+#ifdef BLENDFUSE_WITH_ONEDNN
+inline constexpr const char* kFusionDefaultBackend = "onednn";
+#else
+inline constexpr const char* kFusionDefaultBackend = "cpu";
+#endif
+
+/// `--backend cpu|onednn` of the commands that run the fusion model.
+inline CLI::Option* add_fusion_backend_option(CLI::App* c, std::string& backend, const char* what) {
+  return c->add_option("--backend", backend, std::string(what) + ": cpu (reference) or onednn (default when built)")
+      ->check(CLI::IsMember({"cpu", "onednn"}));
+}
+
+/// Calls f(Cpu{}) or f(OneDnn{}) for --backend; onednn without the backend built is an error.
+template <class F>
+decltype(auto) with_fusion_backend(const std::string& cmd, const std::string& backend, F&& f) {
+  if (backend == "onednn") {
+#ifdef BLENDFUSE_WITH_ONEDNN
+    return f(OneDnn{});
+#else
+    throw ArgumentError(cmd + " --backend onednn: this build has no oneDNN backend (BLENDFUSE_WITH_ONEDNN=OFF)");
+#endif
+  }
+  return f(Cpu{});
+}
+
 inline nlohmann::json read_json_file(const std::string& path) {
   try {
     return nlohmann::json::parse(io::read_file_text(path));
@@ -162,7 +191,7 @@ inline nlohmann::json read_json_file(const std::string& path) {
 
 // ---- train-fusion ----------------------------------------------------------------------------
 struct TrainFusionArgs {
-  std::string data, out, config, variant = "full", checkpoint, units = "auto";
+  std::string data, out, config, variant = "full", checkpoint, units = "auto", backend = kFusionDefaultBackend;
   int epochs = 10;
   Index batch = 32;
   double lr = 3e-4;
@@ -191,6 +220,7 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
   c->add_option("--max-minutes", a.max_minutes, "stop after the epoch in which this time budget runs out");
   c->add_flag("--quiet", a.quiet, "no per-epoch lines");
   add_units_option(c, a.units);
+  add_fusion_backend_option(c, a.backend, "backend the model trains on (the saved model and checkpoints are the same for both)");
   c->callback([&, variant_opt, map_opt, ka_opt, ke_opt] {
     run = [&, variant_opt, map_opt, ka_opt, ke_opt] {
       const std::string cmd = "train-fusion";
@@ -227,46 +257,50 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
       const Tensor<float> se = frame_pool(ds, data::Domain::Expression, data::Split::Train);
       const Tensor<float> va = frame_pool(ds, data::Domain::Speech, data::Split::Val);
       const Tensor<float> ve = frame_pool(ds, data::Domain::Expression, data::Split::Val);
-      std::unique_ptr<nn::DeformationFusionModule<float>> model_ptr;
-      try {
-        model_ptr = std::make_unique<nn::DeformationFusionModule<float>>(cfg, ds.template_vertices, ds.faces, a.seed);
-      } catch (const ArgumentError& e) {
-        throw ArgumentError(cmd + ": " + e.what());
-      }
-      nn::DeformationFusionModule<float>& model = *model_ptr;
-      train::FusionTrainConfig tc;
-      tc.epochs = a.epochs;
-      tc.batch = a.batch;
-      // A batch beyond the data only repeats frames (and made an epoch take forever): cap it.
-      const Index cap = 2 * std::max(sa.dim(0), se.dim(0));
-      if (tc.batch > cap) {
-        std::fprintf(stderr, "train-fusion: --batch %lld is more than the training data (%lld speech, %lld expression frames); using --batch %lld\n",
-                     static_cast<long long>(a.batch), static_cast<long long>(sa.dim(0)), static_cast<long long>(se.dim(0)),
-                     static_cast<long long>(cap));
-        tc.batch = cap;
-      }
-      tc.lr = a.lr;
-      tc.seed = a.seed;
-      tc.checkpoint = checkpoint;
-      tc.resume = a.resume;
-      tc.max_seconds = a.max_minutes * 60;
-      if (!a.quiet)
-        std::printf("train-fusion: variant %s, %lld vertices, map %lld, K %lld+%lld, %lld parameters; "
-                    "%lld speech + %lld expression training frames; data in %s, losses in mm units\n",
-                    cfg.variant.c_str(), static_cast<long long>(ds.num_vertices()),
-                    static_cast<long long>(cfg.map_size), static_cast<long long>(cfg.k_a),
-                    static_cast<long long>(cfg.k_e), static_cast<long long>(nn::count_parameters(model.parameters())),
-                    static_cast<long long>(sa.dim(0)), static_cast<long long>(se.dim(0)), units_note(ds).c_str());
-      train::FusionTrainer trainer(model, tc);
-      trainer.fit(sa, se, va, ve, ds.vertex_weights, [&](const train::EpochStats& st) {
-        if (a.quiet) return;
-        std::printf("epoch %3d  train %.4f (rec %.4f sp %.4f lap %.4f usage %.4f ov %.4f)  val %.4f (rec %.4f)  %.1fs\n",
-                    st.epoch, st.train.total, st.train.rec, st.train.sparsity, st.train.laplace,
-                    st.train.usage, st.train.overlap, st.val.total, st.val.rec, st.seconds);
-        std::fflush(stdout);
+      with_fusion_backend(cmd, a.backend, [&](auto backend_tag) {
+        using B = decltype(backend_tag);
+        std::unique_ptr<nn::DeformationFusionModule<float, B>> model_ptr;
+        try {
+          model_ptr = std::make_unique<nn::DeformationFusionModule<float, B>>(cfg, ds.template_vertices, ds.faces, a.seed);
+        } catch (const ArgumentError& e) {
+          throw ArgumentError(cmd + ": " + e.what());
+        }
+        nn::DeformationFusionModule<float, B>& model = *model_ptr;
+        train::FusionTrainConfig tc;
+        tc.epochs = a.epochs;
+        tc.batch = a.batch;
+        // A batch beyond the data only repeats frames (and made an epoch take forever): cap it.
+        const Index cap = 2 * std::max(sa.dim(0), se.dim(0));
+        if (tc.batch > cap) {
+          std::fprintf(stderr, "train-fusion: --batch %lld is more than the training data (%lld speech, %lld expression frames); using --batch %lld\n",
+                       static_cast<long long>(a.batch), static_cast<long long>(sa.dim(0)), static_cast<long long>(se.dim(0)),
+                       static_cast<long long>(cap));
+          tc.batch = cap;
+        }
+        tc.lr = a.lr;
+        tc.seed = a.seed;
+        tc.checkpoint = checkpoint;
+        tc.resume = a.resume;
+        tc.max_seconds = a.max_minutes * 60;
+        if (!a.quiet)
+          std::printf("train-fusion: variant %s, %lld vertices, map %lld, K %lld+%lld, %lld parameters; "
+                      "%lld speech + %lld expression training frames; data in %s, losses in mm units; backend %s\n",
+                      cfg.variant.c_str(), static_cast<long long>(ds.num_vertices()),
+                      static_cast<long long>(cfg.map_size), static_cast<long long>(cfg.k_a),
+                      static_cast<long long>(cfg.k_e), static_cast<long long>(nn::count_parameters(model.parameters())),
+                      static_cast<long long>(sa.dim(0)), static_cast<long long>(se.dim(0)), units_note(ds).c_str(),
+                      a.backend.c_str());
+        train::FusionTrainer<B> trainer(model, tc);
+        trainer.fit(sa, se, va, ve, ds.vertex_weights, [&](const train::EpochStats& st) {
+          if (a.quiet) return;
+          std::printf("epoch %3d  train %.4f (rec %.4f sp %.4f lap %.4f usage %.4f ov %.4f)  val %.4f (rec %.4f)  %.1fs\n",
+                      st.epoch, st.train.total, st.train.rec, st.train.sparsity, st.train.laplace,
+                      st.train.usage, st.train.overlap, st.val.total, st.val.rec, st.seconds);
+          std::fflush(stdout);
+        });
+        for (auto* p : model.parameters()) check_finite_output(p->value, a.out, "parameter '" + p->name + "' after training");
+        model.save(a.out);
       });
-      for (auto* p : model.parameters()) check_finite_output(p->value, a.out, "parameter '" + p->name + "' after training");
-      model.save(a.out);
       std::printf("train-fusion: wrote %s (trained on data in %s)\n", a.out.c_str(), ds.units().c_str());
     };
   });
@@ -274,7 +308,7 @@ inline void add_train_fusion(CLI::App& app, TrainFusionArgs& a, std::function<vo
 
 // ---- fuse ------------------------------------------------------------------------------------
 struct FuseArgs {
-  std::string model, data, speech, out, units = "auto";
+  std::string model, data, speech, out, units = "auto", backend = kFusionDefaultBackend;
   std::vector<std::string> expressions;
   Index expression_frame = -1;
   double intensity = 1.0;
@@ -336,6 +370,7 @@ inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
   c->add_flag("--naive", a.naive, "plain sum of the two input deformations (no model)");
   c->add_option("--out", a.out, "output .npy (T,V,3) absolute positions on the speech subject's template, in the dataset's unit")->required();
   add_units_option(c, a.units);
+  add_fusion_backend_option(c, a.backend, "backend the fusion model runs on");
   c->callback([&, frame_opt] {
     run = [&, frame_opt] {
       if (!a.naive && a.model.empty()) throw ArgumentError("fuse: --model is required unless --naive is given");
@@ -374,11 +409,16 @@ inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
         for (Index i = 0; i < expr.numel(); ++i) expr[i] = static_cast<float>(a.intensity * expr[i]);
         fused = metrics::naive_sum(speech, expr);
       } else {
-        auto model = nn::DeformationFusionModule<float>::load(a.model);
-        model.freeze();  // inference only: keep derived weights (column norms) between calls
-        if (model.vertices() != V)
-          throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(V));
-        fused = model.fuse(speech, expr, a.intensity, ds.unit_mm);  // in and out in the data's unit
+        fused = with_fusion_backend("fuse", a.backend, [&](auto backend_tag) -> Tensor<float> {
+          using B = decltype(backend_tag);
+          auto model = nn::DeformationFusionModule<float, B>::load(a.model);
+          model.cache_derived_weights();  // inference only: keep derived weights (column norms, backend copies) between calls
+          if (model.vertices() != V)
+            throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(V));
+          const auto on_b = [](const Tensor<float>& t) { return nn::detail::host_view<B>(t); };
+          // in and out in the data's unit
+          return nn::detail::host_view<Cpu>(model.fuse(on_b(speech), on_b(expr), a.intensity, ds.unit_mm));
+        });
       }
       const Tensor<float>& tmpl = subject_template(ds, a.speech);
       for (Index t = 0; t < T; ++t)
@@ -394,7 +434,7 @@ inline void add_fuse(CLI::App& app, FuseArgs& a, std::function<void()>& run) {
 // ---- eval-fusion -----------------------------------------------------------------------------
 struct EvalFusionArgs {
   std::vector<std::string> models;
-  std::string data, markdown, units = "auto";
+  std::string data, markdown, units = "auto", backend = kFusionDefaultBackend;
   bool json = false;
 };
 
@@ -415,6 +455,7 @@ inline void add_eval_fusion(CLI::App& app, EvalFusionArgs& a, std::function<void
   c->add_flag("--json", a.json, "print JSON instead of a table");
   c->add_option("--markdown", a.markdown, "also write the table to this Markdown file");
   add_units_option(c, a.units);
+  add_fusion_backend_option(c, a.backend, "backend the fusion models run on");
   c->callback([&] {
     run = [&] {
       std::vector<PathArg> inputs = {{"--data", a.data}};
@@ -425,12 +466,18 @@ inline void add_eval_fusion(CLI::App& app, EvalFusionArgs& a, std::function<void
       std::vector<metrics::FusionScore> rows;
       rows.push_back(metrics::evaluate_fusion(ds, truth, "naive sum of inputs", metrics::naive_sum));
       for (const auto& path : a.models) {
-        auto model = nn::DeformationFusionModule<float>::load(path);
-        model.freeze();
-        if (model.vertices() != ds.num_vertices())
-          throw IoError(path, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(ds.num_vertices()));
-        const std::string name = model.config().variant + " (" + std::filesystem::path(path).filename().string() + ")";
-        rows.push_back(metrics::evaluate_fusion(ds, truth, name, [&](const Tensor<float>& s, const Tensor<float>& e) { return model.fuse(s, e, 1.0, ds.unit_mm); }));
+        with_fusion_backend("eval-fusion", a.backend, [&](auto backend_tag) {
+          using B = decltype(backend_tag);
+          auto model = nn::DeformationFusionModule<float, B>::load(path);
+          model.cache_derived_weights();
+          if (model.vertices() != ds.num_vertices())
+            throw IoError(path, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(ds.num_vertices()));
+          const std::string name = model.config().variant + " (" + std::filesystem::path(path).filename().string() + ")";
+          rows.push_back(metrics::evaluate_fusion(ds, truth, name, [&](const Tensor<float>& s, const Tensor<float>& e) {
+            return nn::detail::host_view<Cpu>(
+                model.fuse(nn::detail::host_view<B>(s), nn::detail::host_view<B>(e), 1.0, ds.unit_mm));
+          }));
+        });
       }
       for (std::size_t i = 0; i < rows.size(); ++i) {
         const auto& r = rows[i];

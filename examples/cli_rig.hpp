@@ -166,7 +166,7 @@ inline void add_rig_fit(CLI::App& app, RigFitArgs& a, std::function<void()>& run
       if (rg.num_vertices() != ds.num_vertices())
         throw IoError(rig_path, "rig has " + std::to_string(rg.num_vertices()) + " vertices, the dataset " + std::to_string(ds.num_vertices()));
       auto model = nn::DeformationFusionModule<float>::load(a.model);
-      model.freeze();
+      model.cache_derived_weights();
       if (model.vertices() != ds.num_vertices())
         throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " + std::to_string(ds.num_vertices()));
       const Tensor<float> Bt = model.blendshapes();  // (V·3, K), mm

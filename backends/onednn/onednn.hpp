@@ -9,6 +9,8 @@
 // plus fused variants that compose on other backends:
 //   onednn::conv2d_relu(_backward)         conv with a ReLU post-op
 //   onednn::instance_norm_relu(_backward)  norm + ReLU in one pass each way (training)
+//   conv → instance norm → ReLU blocks and stacks (+ backward; blocked layouts across a stack,
+//   cached blocked weights)           ConvInReluOp<OneDnn>                onednn/conv_in_relu.hpp
 // Instance norm has two routes (layer norm over (N·C, L), default; batch norm over
 // (1, N·C, 1, L) with fuse_norm_relu): onednn::set_instance_norm_route, see onednn/norm.hpp.
 // Ops without a specialisation (group norm, dropout, attention's own loops, interp) run the
@@ -40,3 +42,4 @@
 #include "onednn/conv.hpp"
 #include "onednn/linear.hpp"
 #include "onednn/norm.hpp"
+#include "onednn/conv_in_relu.hpp"

@@ -7,6 +7,8 @@ cat >"$T/cfg.json" <<'J'
 {"map_size": 16, "channels": [4, 8], "k_a": 4, "k_e": 4}
 J
 expect_ok "gen-data" "$BF" gen-data --tiny --out "$T/data" --seed 3
+# json_field_ FILE KEY ROW: the KEY number of the ROW-th (1-based) row of an eval-fusion --json output
+json_field_() { grep "\"$2\"" "$1" | sed -n "$3p" | sed 's/.*: *//; s/,$//'; }
 expect_ok "train-fusion" "$BF" train-fusion --data "$T/data" --out "$T/a.safetensors" --config "$T/cfg.json" --epochs 2 --batch 8 --quiet
 expect_ok "train-fusion paper variant" "$BF" train-fusion --data "$T/data" --out "$T/p.safetensors" --config "$T/cfg.json" --variant paper --epochs 1 --batch 8 --quiet
 # resume: 1 epoch + resume to 2 epochs must equal 2 epochs straight
@@ -14,9 +16,44 @@ expect_ok "train 1 epoch" "$BF" train-fusion --data "$T/data" --out "$T/b1.safet
 expect_ok "resume to 2" "$BF" train-fusion --data "$T/data" --out "$T/b.safetensors" --config "$T/cfg.json" --epochs 2 --batch 8 --checkpoint "$T/ck.safetensors" --resume --quiet
 if cmp -s "$T/a.safetensors" "$T/b.safetensors"; then ok; else bad "resumed training differs from uninterrupted training"; fi
 
+# --backend: the reference trains deterministically (resume = uninterrupted, as above); oneDNN (the
+# default when built) gives the same model up to float rounding; an unknown backend is refused
+expect_ok "train-fusion --backend cpu" "$BF" train-fusion --data "$T/data" --out "$T/c.safetensors" --config "$T/cfg.json" --epochs 2 --batch 8 --backend cpu
+grep -q "backend cpu" "$T/out.txt" && ok || bad "train-fusion --backend cpu does not name its backend"
+expect_ok "train 1 epoch on cpu" "$BF" train-fusion --data "$T/data" --out "$T/c1.safetensors" --config "$T/cfg.json" --epochs 1 --batch 8 --checkpoint "$T/ckc.safetensors" --backend cpu --quiet
+expect_ok "resume to 2 on cpu" "$BF" train-fusion --data "$T/data" --out "$T/c2.safetensors" --config "$T/cfg.json" --epochs 2 --batch 8 --checkpoint "$T/ckc.safetensors" --resume --backend cpu --quiet
+cmp -s "$T/c.safetensors" "$T/c2.safetensors" && ok || bad "--backend cpu: resumed training differs from uninterrupted training"
+expect_err "train-fusion --backend gpu" "--backend: gpu not in {cpu,onednn}" "$BF" train-fusion --data "$T/data" --out "$T/x.safetensors" --config "$T/cfg.json" --epochs 1 --backend gpu
+[ ! -e "$T/x.safetensors" ] && ok || bad "train-fusion --backend gpu wrote a model"
+if "$BF" info | grep -q onednn; then
+  expect_ok "train-fusion --backend onednn" "$BF" train-fusion --data "$T/data" --out "$T/o.safetensors" --config "$T/cfg.json" --epochs 2 --batch 8 --backend onednn
+  grep -q "backend onednn" "$T/out.txt" && ok || bad "train-fusion --backend onednn does not name its backend"
+  expect_ok "train-fusion, default backend, verbose" "$BF" train-fusion --data "$T/data" --out "$T/d.safetensors" --config "$T/cfg.json" --epochs 2 --batch 8
+  grep -q "backend onednn" "$T/out.txt" && ok || bad "train-fusion does not default to onednn in a oneDNN build"
+  expect_ok "eval cpu model" "$BF" eval-fusion --data "$T/data" --model "$T/c.safetensors" --backend cpu --json; cp "$T/out.txt" "$T/ev_c.json"
+  expect_ok "eval onednn model" "$BF" eval-fusion --data "$T/data" --model "$T/o.safetensors" --backend onednn --json; cp "$T/out.txt" "$T/ev_o.json"
+  for k in err_mm gap_mm lve_mm; do
+    A=$(json_field_ "$T/ev_c.json" $k 2); B=$(json_field_ "$T/ev_o.json" $k 2)
+    awk -v a="$A" -v b="$B" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.02 * (a > b ? a : b) + 1e-6) }' && ok || bad "eval $k: cpu-trained $A vs onednn-trained $B"
+  done
+  # one model on both backends: the same table up to float rounding
+  expect_ok "eval-fusion --backend cpu" "$BF" eval-fusion --data "$T/data" --model "$T/o.safetensors" --backend cpu --json
+  A=$(json_field_ "$T/out.txt" err_mm 2); B=$(json_field_ "$T/ev_o.json" err_mm 2)
+  awk -v a="$A" -v b="$B" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4 * (a > b ? a : b) + 1e-6) }' && ok || bad "eval-fusion of one model: cpu $A vs onednn $B"
+fi
+expect_err "eval-fusion --backend gpu" "--backend: gpu not in {cpu,onednn}" "$BF" eval-fusion --data "$T/data" --model "$T/a.safetensors" --backend gpu
+
 S=$(ls "$T/data/speech/"*.npy | head -1); E=$(ls "$T/data/expression/"*.npy | head -1)
 expect_ok "fuse" "$BF" fuse --model "$T/a.safetensors" --data "$T/data" --speech "$S" --expression "$E" --out "$T/fused.npy"
 expect_ok "fuse naive" "$BF" fuse --naive --data "$T/data" --speech "$S" --expression "$E" --out "$T/naive.npy"
+expect_ok "fuse --backend cpu" "$BF" fuse --model "$T/a.safetensors" --data "$T/data" --speech "$S" --expression "$E" --backend cpu --out "$T/fused_cpu.npy"
+if /usr/bin/python3 -c "import numpy" 2>/dev/null; then  # the same model on both backends: float rounding apart
+  /usr/bin/python3 - "$T/fused.npy" "$T/fused_cpu.npy" <<'PY' && ok || bad "fuse: default backend and --backend cpu differ"
+import sys, numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+d = np.abs(a - b).max(); print("fuse default vs cpu: max diff %.3g" % d); sys.exit(0 if a.shape == b.shape and d < 1e-3 else 1)
+PY
+fi
 expect_ok "fuse held frame + blend" "$BF" fuse --model "$T/a.safetensors" --data "$T/data" --speech "$S" --expression "$E:0.5" --expression "$E:0.5" --expression-frame 3 --intensity 0.8 --out "$T/held.npy"
 [ -s "$T/fused.npy" ] && [ -s "$T/naive.npy" ] && [ -s "$T/held.npy" ] && ok || bad "fuse outputs missing"
 expect_ok "eval-fusion" "$BF" eval-fusion --data "$T/data" --model "$T/a.safetensors" --model "$T/p.safetensors" --json

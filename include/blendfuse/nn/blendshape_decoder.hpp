@@ -51,9 +51,10 @@ class BlendshapeDecoder {
   }
 
   ParamList<T> parameters() { return {&w_}; }
-  /// Frozen weights: the column norms are kept between calls (see col_norms()); the caller
-  /// promises to touch() the parameter after writing it in place.
-  void set_frozen(bool on) { frozen_ = on; }
+  /// Cached derived weights: the column norms are kept between calls (see col_norms()); the
+  /// caller promises to touch() the parameter after writing it in place.
+  void cache_derived_weights(bool on = true) { cache_on_ = on; }
+  bool derived_weights_cached() const noexcept { return cache_on_; }
   /// Free columns are B = g·W with a constant gain g = √V, so that W lives at the same O(1/√(3V))
   /// scale as in the fixed-norm parametrisation and Adam's step size means the same in both.
   double free_gain() const { return std::sqrt(static_cast<double>(w_.value.dim(0)) / 3.0); }
@@ -180,11 +181,11 @@ class BlendshapeDecoder {
  private:
   TensorB wv() const { return detail::host_view<B>(w_.value); }
 
-  /// ‖W_j‖ (+1e-12) for every column, in one row-major pass (double accumulators); when frozen,
+  /// ‖W_j‖ (+1e-12) for every column, in one row-major pass (double accumulators); when cached,
   /// remembered with the parameter's stamp (ParameterStamp), so inference with fixed weights
   /// reads W once per call (the GEMM) instead of twice.
   std::vector<double> col_norms() const {
-    if (!frozen_) return compute_col_norms();
+    if (!cache_on_) return compute_col_norms();
     auto stamp = ParameterStamp<T>::of(w_);
     {
       std::lock_guard<std::mutex> lock(norms_cache_.mu);
@@ -222,7 +223,7 @@ class BlendshapeDecoder {
 
   Parameter<T> w_;
   double column_norm_ = 0;
-  bool frozen_ = false;
+  bool cache_on_ = false;
   mutable NormsCache norms_cache_;
 };
 

@@ -300,13 +300,16 @@ class DeformationFusionModule {
   /// The learned blendshapes (V·3, K) = [B_A | B_E].
   Tensor<T> blendshapes() const { return decoder_.blendshapes(); }
 
-  /// Frozen weights for inference: on oneDNN the encoders keep their blocked weights and the
-  /// decoder its column norms between calls (batch 1: ≈ 25 % faster at paper scale). Training
-  /// does not freeze; code that writes parameters in place while frozen must call touch() on them.
-  void freeze(bool on = true) {
-    for (auto& e : conv_) e.set_frozen(on);
-    decoder_.set_frozen(on);
+  /// Cached derived weights, for inference: the encoders let the backend keep its copies of the
+  /// conv weights (oneDNN: blocked layouts) and the decoder keeps its column norms between calls
+  /// (batch 1: ≈ 25 % faster at paper scale on oneDNN). Each cached copy is checked against its
+  /// parameter's pointer, Parameter::version and sampled elements on every call; code that writes
+  /// parameters in place while this is on must call touch() on them. Training leaves it off.
+  void cache_derived_weights(bool on = true) {
+    for (auto& e : conv_) e.cache_derived_weights(on);
+    decoder_.cache_derived_weights(on);
   }
+  bool derived_weights_cached() const noexcept { return decoder_.derived_weights_cached(); }
 
   /// Multiply-adds of one frame of fuse(): both encoders and the decoder.
   double fuse_macs_per_frame() const {

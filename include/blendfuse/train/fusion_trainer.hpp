@@ -7,6 +7,11 @@
 // draws batch/2 frames of each domain (the smaller pool is cycled), runs both encoders, and makes
 // one Adam update. The shuffle of epoch e is seeded by (seed, e), so a run resumed from the
 // checkpoint written after epoch e continues exactly as the uninterrupted run would.
+//
+// Backends: FusionTrainer<B> trains a DeformationFusionModule<float, B> on any host backend (Cpu,
+// the reference and the default, or OneDnn). The frame pools, the vertex weights and the module's
+// parameters stay host tensors (viewed as Tensor<float, B>, no copy), so the optimiser state and
+// the checkpoints are the same whichever backend trained: a run may resume on another backend.
 #pragma once
 
 #include <algorithm>
@@ -52,9 +57,10 @@ inline Tensor<float> gather_frames(const Tensor<float>& pool, const std::vector<
   return out;
 }
 
+template <class B = Cpu>
 class FusionTrainer {
  public:
-  FusionTrainer(nn::DeformationFusionModule<float>& model, FusionTrainConfig cfg)
+  FusionTrainer(nn::DeformationFusionModule<float, B>& model, FusionTrainConfig cfg)
       : model_(model), cfg_(std::move(cfg)), opt_(model.parameters(), AdamConfig{cfg_.lr}) {
     BF_CHECK(cfg_.batch >= 2, ArgumentError, "FusionTrainer: batch must be at least 2");
     BF_CHECK(cfg_.epochs >= 0, ArgumentError, "FusionTrainer: epochs must be >= 0");
@@ -96,8 +102,8 @@ class FusionTrainer {
         const auto ia = window(order_a, s * half, half);
         const auto ie = window(order_e, s * half, half);
         nn::zero_grads(model_.parameters());
-        const nn::DfmLosses la = model_.train_batch(nn::Domain::Speech, gather_frames(speech, ia), vertex_weights);
-        const nn::DfmLosses le = model_.train_batch(nn::Domain::Expression, gather_frames(expression, ie), vertex_weights);
+        const nn::DfmLosses la = model_.train_batch(nn::Domain::Speech, on_b(gather_frames(speech, ia)), on_b(vertex_weights));
+        const nn::DfmLosses le = model_.train_batch(nn::Domain::Expression, on_b(gather_frames(expression, ie)), on_b(vertex_weights));
         st.train += la;
         st.train += le;
         opt_.step();
@@ -127,7 +133,7 @@ class FusionTrainer {
       Index n = 0;
       for (Index s = 0; s < pool.dim(0); s += cfg_.batch) {
         const Index e = std::min(pool.dim(0), s + cfg_.batch);
-        nn::DfmLosses l = model_.evaluate_batch(d, pool.slice(0, s, e).clone(), vertex_weights);
+        nn::DfmLosses l = model_.evaluate_batch(d, on_b(pool.slice(0, s, e).clone()), on_b(vertex_weights));
         scale(l, static_cast<double>(e - s));
         acc += l;
         n += e - s;
@@ -144,6 +150,8 @@ class FusionTrainer {
   void load_checkpoint() { epoch_ = train::load_checkpoint(cfg_.checkpoint, model_, opt_); }
 
  private:
+  /// A host tensor as the backend's (same memory; identity on Cpu).
+  static Tensor<float, B> on_b(const Tensor<float>& t) { return nn::detail::host_view<B>(t); }
   static std::vector<Index> permutation(Index n, Rng& rng) {
     std::vector<Index> p(static_cast<std::size_t>(n));
     std::iota(p.begin(), p.end(), Index{0});
@@ -166,7 +174,7 @@ class FusionTrainer {
     return b;
   }
 
-  nn::DeformationFusionModule<float>& model_;
+  nn::DeformationFusionModule<float, B>& model_;
   FusionTrainConfig cfg_;
   Adam<float> opt_;
   int epoch_ = 0;
