@@ -122,6 +122,7 @@ class Conv2dRun final : public RunBase<T, B> {
  public:
   enum Mode { Plain, Relu, InRelu };
   Conv2dRun(const bfbench::Conv2dCase& c, Mode m, std::uint64_t seed) : RunBase<T, B>(seed), c_(c), mode_(m) {
+    expect(!(c.bias && m == InRelu), "conv_in_relu: the conv has no bias (a norm follows)");
     x_ = this->in(to_shape(c.x_shape()));
     w_ = this->in(to_shape(c.w_shape()));
     if (c.bias && m != InRelu) b_ = this->in({c.cout});
