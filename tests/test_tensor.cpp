@@ -1,6 +1,10 @@
 #include "test_util.hpp"
 
+#include <cstring>
+#include <map>
+
 #include "blendfuse/backend/backend.hpp"
+#include "blendfuse/nn/parameter.hpp"
 
 using namespace blendfuse;
 
@@ -91,4 +95,96 @@ TEST_CASE("backend registry lists the reference first") {
   const auto b = compiled_backends();
   REQUIRE(!b.empty());
   CHECK(b.front() == "cpu");
+}
+
+// ---- backends own their memory -----------------------------------------------------------------
+// A stand-in device backend: its "device memory" is host memory the test can see, but every byte
+// is allocated, freed and copied through the tag, and the counters show which path ran.
+namespace {
+struct FakeDevice {
+  static constexpr const char* name = "fake-device";
+  static constexpr bool host_memory = false;
+  static inline std::map<void*, std::size_t> live;
+  static inline int uploads = 0, downloads = 0, device_copies = 0, frees = 0;
+  static void* allocate(std::size_t bytes) {
+    void* p = HostMemory::allocate(bytes);
+    std::memset(p, 0, std::max<std::size_t>(bytes, 1));
+    live[p] = bytes;
+    return p;
+  }
+  static void deallocate(void* p) noexcept {
+    live.erase(p);
+    ++frees;
+    HostMemory::deallocate(p);
+  }
+  static void copy_to_host(void* d, const void* s, std::size_t n) { ++downloads; std::memcpy(d, s, n); }
+  static void copy_from_host(void* d, const void* s, std::size_t n) { ++uploads; std::memcpy(d, s, n); }
+  static void copy(void* d, const void* s, std::size_t n) { ++device_copies; std::memcpy(d, s, n); }
+};
+template <class T>
+concept HostAccessible = requires(T t) { t[0]; t.fill(1.0f); t.begin(); };
+}  // namespace
+
+TEST_CASE("tensor: storage is allocated and freed through the backend tag") {
+  FakeDevice::live.clear();
+  FakeDevice::frees = 0;
+  {
+    Tensor<float, FakeDevice> d({3, 5});
+    REQUIRE(FakeDevice::live.size() == 1);
+    CHECK(FakeDevice::live.begin()->first == d.data());
+    CHECK(FakeDevice::live.begin()->second == 15 * sizeof(float));
+    Tensor<float, FakeDevice> v = d.reshape({5, 3}).slice(0, 1, 3);  // views share the storage
+    CHECK(FakeDevice::live.size() == 1);
+  }
+  CHECK(FakeDevice::live.empty());
+  CHECK(FakeDevice::frees == 1);
+  // host backends keep host-aligned storage and reach each other without a copy
+  static_assert(HostAccessible<Tensor<float, Cpu>> && HostAccessible<Tensor<float, OneDnn>>);
+  static_assert(!HostAccessible<Tensor<float, FakeDevice>>, "device tensors must not be dereferenced on the host");
+  static_assert(!HostAccessible<Tensor<float, Cuda>>);
+  Tensor<float> h = Tensor<float>::from({2, 2}, {1, 2, 3, 4});
+  Tensor<float, OneDnn> o = h.to<OneDnn>();
+  CHECK(o.data() == h.data());
+  CHECK(o.to_host().data() == h.data());
+}
+
+TEST_CASE("tensor: explicit host <-> backend copies round-trip, follow strides, never alias") {
+  FakeDevice::uploads = FakeDevice::downloads = FakeDevice::device_copies = 0;
+  Tensor<double> h({2, 3});
+  for (Index i = 0; i < 6; ++i) h[i] = 0.5 * static_cast<double>(i) - 1;
+  const Tensor<double> ht = h.transpose(0, 1);  // strided: copied in logical order
+  auto d = Tensor<double, FakeDevice>::from_host(ht);
+  CHECK(FakeDevice::uploads == 1);
+  CHECK(d.shape() == Shape{3, 2});
+  CHECK(d.data() != ht.data());
+  auto c = d.clone();
+  CHECK(FakeDevice::device_copies == 1);
+  const Tensor<double> back = c.to_host();
+  CHECK(FakeDevice::downloads == 1);
+  for (Index i = 0; i < 3; ++i)
+    for (Index j = 0; j < 2; ++j) CHECK(back(i, j) == h(j, i));
+}
+
+TEST_CASE("parameter: host backends view the value; a device backend gets a mirror re-uploaded on change") {
+  nn::Parameter<float> p("w", {4});
+  for (Index i = 0; i < 4; ++i) p.value[i] = static_cast<float>(i);
+  CHECK(p.on<OneDnn>().data() == p.value.data());
+  CHECK(p.on<Cpu>().data() == p.value.data());
+  FakeDevice::uploads = 0;
+  auto m1 = p.on<FakeDevice>();
+  auto m2 = p.on<FakeDevice>();
+  CHECK(m1.data() == m2.data());  // cached: one upload
+  CHECK(FakeDevice::uploads == 1);
+  CHECK(p.mirror_uploads() == 1);
+  p.value[2] = 42;
+  p.touch();  // an in-place write announced by touch()
+  const auto m3 = p.on<FakeDevice>();
+  CHECK(FakeDevice::uploads == 2);
+  CHECK(m3.to_host()[2] == 42.0f);
+  p.value = Tensor<float>::full({4}, 7.0f);  // new storage without touch(): still re-uploaded
+  CHECK(p.on<FakeDevice>().to_host()[0] == 7.0f);
+  CHECK(p.mirror_uploads() == 3);
+  // gradients computed on the device accumulate into the host gradient
+  p.accumulate_from(Tensor<float, FakeDevice>::from_host(Tensor<float>::full({4}, 0.25f)));
+  CHECK(p.grad[3] == 0.25f);
 }

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,15 +30,21 @@
 namespace blendfuse {
 
 /// oneDNN CPU backend (host memory; specialisations live in backends/onednn/).
-struct OneDnn {
+struct OneDnn : HostMemory {
   static constexpr const char* name = "onednn";
-  static constexpr bool host_memory = true;
 };
 
-/// Hand-written CUDA kernels (device memory; backends/cuda/).
+/// Hand-written CUDA kernels (device memory; backends/cuda/). Its memory functions are defined
+/// in the blendfuse_cuda library (backends/cuda/memory.cu: a caching arena over cudaMalloc), so
+/// a program that creates Tensor<T, Cuda> links blendfuse::cuda.
 struct Cuda {
   static constexpr const char* name = "cuda";
   static constexpr bool host_memory = false;
+  static void* allocate(std::size_t bytes);                                // zero-filled
+  static void deallocate(void* p) noexcept;                                // back to the arena
+  static void copy_to_host(void* dst, const void* src, std::size_t bytes);  // synchronous
+  static void copy_from_host(void* dst, const void* src, std::size_t bytes);
+  static void copy(void* dst, const void* src, std::size_t bytes);
 };
 
 /// Names of the backends compiled into this build, reference first (ggml-style registry used by

@@ -4,8 +4,12 @@
 //   PyTorch and safetensors, so buffers load without transposition.
 // * Owning tensors hold 64-byte aligned, zero-initialised storage shared between views
 //   (std::shared_ptr); non-owning views wrap caller memory and never free it.
-// * `Backend` is a compile-time tag (Cpu = portable reference, OneDnn, Cuda). Host backends share
-//   host memory; the tag selects which op implementation runs (see backend/backend.hpp).
+// * `Backend` is a compile-time tag (Cpu = portable reference, OneDnn, Cuda). The tag selects which
+//   op implementation runs (see backend/backend.hpp) and owns the memory: storage is allocated and
+//   freed through `Backend::allocate` / `Backend::deallocate`. Host backends (HostMemory) share
+//   host memory — moving a tensor between them is a zero-copy `rebind`; a device backend's tensors
+//   reach the host only through the explicit copies `to<Cpu>()` / `to_host()` / `from_host()`, and
+//   host-only members (element access, fill, assign, ...) do not compile for them.
 #pragma once
 
 #include <algorithm>
@@ -25,10 +29,29 @@
 
 namespace blendfuse {
 
-/// Portable reference backend: plain C++ loops and Eigen, the source of truth for every op.
-struct Cpu {
-  static constexpr const char* name = "cpu";
+/// Memory of the host backends: 64-byte aligned, zero-filled allocations; copies are memcpy.
+/// Every backend tag provides the same five static functions (a device backend with its own
+/// memory, e.g. Cuda, defines them in its library): allocate(bytes) → zeroed storage,
+/// deallocate(p), copy_to_host(dst, src, bytes), copy_from_host(dst, src, bytes), copy(dst, src,
+/// bytes) within the backend.
+struct HostMemory {
   static constexpr bool host_memory = true;
+  static constexpr std::size_t alignment = 64;
+  static void* allocate(std::size_t bytes) {
+    bytes = ((std::max<std::size_t>(bytes, 1) + alignment - 1) / alignment) * alignment;
+    void* p = ::operator new(bytes, std::align_val_t(alignment));
+    std::memset(p, 0, bytes);
+    return p;
+  }
+  static void deallocate(void* p) noexcept { ::operator delete(p, std::align_val_t(alignment)); }
+  static void copy_to_host(void* dst, const void* src, std::size_t bytes) { if (bytes) std::memcpy(dst, src, bytes); }
+  static void copy_from_host(void* dst, const void* src, std::size_t bytes) { if (bytes) std::memcpy(dst, src, bytes); }
+  static void copy(void* dst, const void* src, std::size_t bytes) { if (bytes) std::memcpy(dst, src, bytes); }
+};
+
+/// Portable reference backend: plain C++ loops and Eigen, the source of truth for every op.
+struct Cpu : HostMemory {
+  static constexpr const char* name = "cpu";
 };
 
 using Index = std::int64_t;
@@ -61,17 +84,16 @@ inline Shape contiguous_strides(const Shape& s) {
 }
 
 namespace detail {
-inline constexpr std::size_t kAlignment = 64;
+inline constexpr std::size_t kAlignment = HostMemory::alignment;
 
-template <class T>
-std::shared_ptr<T> aligned_alloc_zeroed(std::size_t n) {
-  if (n == 0) n = 1;
-  const std::size_t bytes = ((n * sizeof(T) + kAlignment - 1) / kAlignment) * kAlignment;
-  void* p = ::operator new(bytes, std::align_val_t(kAlignment));
-  std::memset(p, 0, bytes);
-  return std::shared_ptr<T>(static_cast<T*>(p),
-                            [](T* q) { ::operator delete(q, std::align_val_t(kAlignment)); });
+/// Zero-filled storage for n elements, allocated and freed through the backend tag.
+template <class T, class Backend = Cpu>
+std::shared_ptr<T> backend_alloc_zeroed(std::size_t n) {
+  void* p = Backend::allocate(std::max<std::size_t>(n, 1) * sizeof(T));
+  return std::shared_ptr<T>(static_cast<T*>(p), [](T* q) { Backend::deallocate(q); });
 }
+template <class T>
+std::shared_ptr<T> aligned_alloc_zeroed(std::size_t n) { return backend_alloc_zeroed<T, Cpu>(n); }
 }  // namespace detail
 
 template <class T, class Backend = Cpu>
@@ -89,14 +111,16 @@ class Tensor {
     for (Index d : shape_)
       BF_CHECK(d >= 0, ShapeError, "Tensor: negative dimension in shape ", shape_str(shape_));
     strides_ = contiguous_strides(shape_);
-    storage_ = detail::aligned_alloc_zeroed<T>(static_cast<std::size_t>(numel()));
+    storage_ = detail::backend_alloc_zeroed<T, Backend>(static_cast<std::size_t>(numel()));
     data_ = storage_.get();
   }
 
   Tensor(std::initializer_list<Index> shape) : Tensor(Shape(shape)) {}
 
   /// Owning tensor filled from `values` (row-major); sizes must agree.
-  static Tensor from(Shape shape, const std::vector<T>& values) {
+  static Tensor from(Shape shape, const std::vector<T>& values)
+    requires Backend::host_memory
+  {
     Tensor t(std::move(shape));
     BF_CHECK(static_cast<Index>(values.size()) == t.numel(), ShapeError, "Tensor::from: ",
              values.size(), " values for shape ", shape_str(t.shape_));
@@ -104,7 +128,9 @@ class Tensor {
     return t;
   }
 
-  static Tensor full(Shape shape, T value) {
+  static Tensor full(Shape shape, T value)
+    requires Backend::host_memory
+  {
     Tensor t(std::move(shape));
     t.fill(value);
     return t;
@@ -134,6 +160,36 @@ class Tensor {
     return t;
   }
 
+  /// This tensor under backend `To`: between host backends the same memory (rebind, no copy);
+  /// otherwise an explicit copy of the (contiguous) data into storage allocated by `To`.
+  template <class To>
+  Tensor<T, To> to() const {
+    if constexpr (To::host_memory && Backend::host_memory) {
+      return rebind<To>();
+    } else {
+      const Tensor c = contiguous();
+      Tensor<T, To> out(shape_);
+      const std::size_t bytes = static_cast<std::size_t>(numel()) * sizeof(T);
+      if constexpr (Backend::host_memory) {
+        To::copy_from_host(out.data_, c.data_, bytes);
+      } else if constexpr (To::host_memory) {
+        Backend::copy_to_host(out.data_, c.data_, bytes);
+      } else {  // device → device of another backend: through the host
+        Tensor<T, Cpu> h = c.template to<Cpu>();
+        To::copy_from_host(out.data_, h.data(), bytes);
+      }
+      return out;
+    }
+  }
+  /// Explicit copy to host memory (a zero-copy view for host backends).
+  Tensor<T, Cpu> to_host() const { return to<Cpu>(); }
+  /// A host tensor on this backend (zero-copy for host backends, an upload otherwise).
+  template <class From>
+  static Tensor from_host(const Tensor<T, From>& h) {
+    static_assert(From::host_memory, "Tensor::from_host: the source must be a host tensor");
+    return h.template to<Backend>();
+  }
+
   // ---- shape queries --------------------------------------------------------------------------
   const Shape& shape() const noexcept { return shape_; }
   const Shape& strides() const noexcept { return strides_; }
@@ -159,23 +215,25 @@ class Tensor {
 
   T* data() noexcept { return data_; }
   const T* data() const noexcept { return data_; }
-  T* begin() { require_contiguous("begin"); return data_; }
-  T* end() { require_contiguous("end"); return data_ + numel(); }
-  const T* begin() const { require_contiguous("begin"); return data_; }
-  const T* end() const { require_contiguous("end"); return data_ + numel(); }
+  // Iteration and element access dereference host memory: host backends only (a device
+  // backend's tensor goes through to_host() first).
+  T* begin() requires Backend::host_memory { require_contiguous("begin"); return data_; }
+  T* end() requires Backend::host_memory { require_contiguous("end"); return data_ + numel(); }
+  const T* begin() const requires Backend::host_memory { require_contiguous("begin"); return data_; }
+  const T* end() const requires Backend::host_memory { require_contiguous("end"); return data_ + numel(); }
 
   /// Element access by full index (bounds checked in debug builds only).
   template <class... I>
-  T& operator()(I... idx) {
+  T& operator()(I... idx) requires Backend::host_memory {
     return data_[offset_of(idx...)];
   }
   template <class... I>
-  const T& operator()(I... idx) const {
+  const T& operator()(I... idx) const requires Backend::host_memory {
     return data_[offset_of(idx...)];
   }
   /// Flat access for contiguous tensors.
-  T& operator[](Index i) noexcept { return data_[i]; }
-  const T& operator[](Index i) const noexcept { return data_[i]; }
+  T& operator[](Index i) noexcept requires Backend::host_memory { return data_[i]; }
+  const T& operator[](Index i) const noexcept requires Backend::host_memory { return data_[i]; }
 
   // ---- views ----------------------------------------------------------------------------------
   /// View with a new shape (one dimension may be -1). Requires contiguity.
@@ -243,14 +301,19 @@ class Tensor {
   /// Owning contiguous deep copy (follows strides).
   Tensor clone() const {
     Tensor t(shape_);
-    copy_strided_to(t.data_);
+    if constexpr (Backend::host_memory) {
+      copy_strided_to(t.data_);
+    } else {
+      require_contiguous("clone");  // device tensors: contiguous copies within the backend
+      Backend::copy(t.data_, data_, static_cast<std::size_t>(numel()) * sizeof(T));
+    }
     return t;
   }
   /// `*this` if already contiguous, else a contiguous copy.
   Tensor contiguous() const { return is_contiguous() ? *this : clone(); }
 
   template <class U>
-  Tensor<U, Backend> cast() const {
+  Tensor<U, Backend> cast() const requires Backend::host_memory {
     Tensor<U, Backend> out(shape_);
     const Tensor c = contiguous();
     for (Index i = 0; i < numel(); ++i) out[i] = static_cast<U>(c.data_[i]);
@@ -258,7 +321,7 @@ class Tensor {
   }
 
   /// Copies `src` (same shape) element-wise into this tensor (which may be a strided view).
-  void assign(const Tensor& src) {
+  void assign(const Tensor& src) requires Backend::host_memory {
     BF_CHECK(src.shape_ == shape_, ShapeError, "Tensor::assign: shape ", shape_str(src.shape_),
              " into ", shape_str(shape_));
     const Tensor c = src.contiguous();
@@ -266,14 +329,14 @@ class Tensor {
     for_each_offset([&](Index off) { data_[off] = c.data_[flat++]; });
   }
 
-  void fill(T v) {
+  void fill(T v) requires Backend::host_memory {
     for_each_offset([&](Index off) { data_[off] = v; });
   }
-  void zero() { fill(T(0)); }
+  void zero() requires Backend::host_memory { fill(T(0)); }
 
   /// Calls f(offset) for each element in row-major logical order.
   template <class F>
-  void for_each_offset(F&& f) const {
+  void for_each_offset(F&& f) const requires Backend::host_memory {
     const Index n = numel();
     if (n == 0) return;
     if (is_contiguous()) {

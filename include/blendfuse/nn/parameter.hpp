@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,7 +44,34 @@ struct Parameter {
 
   void touch() noexcept { ++version; }
 
+  /// The value on backend B. Host backends: the same memory under B's tag (zero-copy). A device
+  /// backend: a mirror in B's memory, uploaded on first use and again whenever `version` or the
+  /// value's storage changed (touch() after writing `value` in place). The host value stays the
+  /// master copy that optimisers and checkpoints read and write.
+  template <class B>
+  Tensor<T, B> on() const {
+    if constexpr (B::host_memory) {
+      return detail::host_view<B>(value);
+    } else {
+      auto* m = static_cast<Mirror<B>*>(mirror_.get());
+      if (!m || mirror_tag_ != B::name || m->version != version || m->source != value.data() ||
+          m->value.shape() != value.shape()) {
+        auto fresh = std::make_shared<Mirror<B>>(Mirror<B>{value.template to<B>(), version, value.data()});
+        m = fresh.get();
+        mirror_ = std::move(fresh);
+        mirror_tag_ = B::name;
+        ++mirror_uploads_;
+      }
+      return m->value;
+    }
+  }
+  /// Number of uploads a device mirror has needed so far (tests and diagnostics).
+  std::uint64_t mirror_uploads() const noexcept { return mirror_uploads_; }
+
   void zero_grad() { grad.zero(); }
+  /// grad += g for a gradient computed on any backend (device gradients are copied to the host).
+  template <class B>
+  void accumulate_from(const Tensor<T, B>& g) { accumulate(g.to_host()); }
   /// grad += g (shapes must agree).
   void accumulate(const Tensor<T>& g) {
     BF_CHECK(g.shape() == value.shape(), ShapeError, "parameter '", name, "': gradient shape ",
@@ -51,6 +79,17 @@ struct Parameter {
     const auto c = g.contiguous();
     for (Index i = 0; i < grad.numel(); ++i) grad[i] += c[i];
   }
+
+ private:
+  template <class B>
+  struct Mirror {
+    Tensor<T, B> value;
+    std::uint64_t version;
+    const T* source;
+  };
+  mutable std::shared_ptr<void> mirror_;  // Mirror<B> of the last device backend asked for
+  mutable const char* mirror_tag_ = nullptr;
+  mutable std::uint64_t mirror_uploads_ = 0;
 };
 
 template <class T>
