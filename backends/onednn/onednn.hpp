@@ -43,3 +43,23 @@
 #include "onednn/linear.hpp"
 #include "onednn/norm.hpp"
 #include "onednn/conv_in_relu.hpp"
+
+namespace blendfuse {
+
+// The ops this backend implements natively (backend/backend.hpp: native_op). The others run the
+// reference implementation on the same memory; the op suite (tests/test_backend_ops.cpp) reports
+// them as "not supported". Declare each new specialisation here.
+template <> inline constexpr bool native_op<OneDnn, OpKind::conv2d> = true;              // conv.hpp
+template <> inline constexpr bool native_op<OneDnn, OpKind::conv2d_relu> = true;         // conv.hpp (post-op)
+template <> inline constexpr bool native_op<OneDnn, OpKind::conv1d> = true;              // conv.hpp
+template <> inline constexpr bool native_op<OneDnn, OpKind::instance_norm> = true;       // norm.hpp
+template <> inline constexpr bool native_op<OneDnn, OpKind::instance_norm_relu> = true;  // norm.hpp (fused)
+template <> inline constexpr bool native_op<OneDnn, OpKind::conv_in_relu> = true;        // conv + fused norm (nn/encoders.hpp)
+template <> inline constexpr bool native_op<OneDnn, OpKind::layer_norm> = true;          // norm.hpp
+template <> inline constexpr bool native_op<OneDnn, OpKind::linear> = true;              // linear.hpp
+template <> inline constexpr bool native_op<OneDnn, OpKind::matmul> = true;              // linear.hpp
+template <> inline constexpr bool native_op<OneDnn, OpKind::relu> = true;                // activation.hpp
+template <> inline constexpr bool native_op<OneDnn, OpKind::gelu> = true;                // activation.hpp
+template <> inline constexpr bool native_op<OneDnn, OpKind::softmax> = true;             // activation.hpp
+
+}  // namespace blendfuse
