@@ -17,6 +17,7 @@
 #include "blendfuse/metrics/metrics.hpp"
 #include "blendfuse/nn/audio_model.hpp"
 #include "blendfuse/nn/dfm.hpp"
+#include "blendfuse/pipeline.hpp"
 #include "blendfuse/train/audio_trainer.hpp"
 #include "cli_fusion.hpp"
 
@@ -260,22 +261,96 @@ struct SpeakArgs {
 #endif
 };
 
-/// Template of `subject`: from --data when given, else from the model file.
-inline Tensor<float> speak_template(const nn::AudioModel<float>& m, const data::Dataset* ds, const std::string& subject,
-                                    const std::string& model_path) {
+/// speak after its option checks, with the audio model loaded once (its encoder on EncB): the
+/// dataset, fusion model, expression and audio are read here, blendfuse::animate() does the rest.
+template <class EncB>
+void speak_with(const nn::AudioModel<float, EncB>& model, const SpeakArgs& a) {
+  const std::string subject = a.subject.empty() ? model.config().subjects.front() : a.subject;
+  (void)model.subject_index(subject);  // an unknown style fails before any file is read
+  std::unique_ptr<data::Dataset> ds;
+  double out_unit_mm = 1.0;  // the audio model works in mm; --data's files may be in another unit
+  if (!a.data.empty()) {
+    ds = std::make_unique<data::Dataset>(load_dataset(a.data, a.units));
+    if (ds->num_vertices() != model.vertices())
+      throw IoError(a.data, "dataset has " + std::to_string(ds->num_vertices()) + " vertices, the audio model " + a.model +
+                                " " + std::to_string(model.vertices()) + " (its templates cannot be animated by this model)");
+    out_unit_mm = ds->unit_mm;
+    ds->rescale_to_mm();
+  }
+  std::unique_ptr<nn::DeformationFusionModule<float>> fusion;
+  if (!a.fusion.empty()) {  // load before the work so a bad file fails fast
+    fusion = std::make_unique<nn::DeformationFusionModule<float>>(nn::DeformationFusionModule<float>::load(a.fusion));
+    if (fusion->vertices() != model.vertices())
+      throw IoError(a.fusion, "fusion model has " + std::to_string(fusion->vertices()) + " vertices, the audio model " +
+                                  std::to_string(model.vertices()));
+  }
+  AnimateOptions opt;
+  opt.subject = subject;
+  opt.template_subject = a.templ;
   if (ds) {
-    if (!ds->subject_templates.count(subject))
-      throw IoError(ds->root, "no template for subject '" + subject + "' in the dataset");
-    return ds->template_of(subject);
+    opt.templates = &ds->subject_templates;
+    opt.templates_name = "the dataset " + a.data;
+  } else {  // the model's own templates, named by its file in errors
+    opt.templates = &model.templates();
+    opt.templates_name = "the model " + a.model + " (pass --data DIR for other subjects)";
   }
-  const auto it = m.templates().find(subject);
-  if (it == m.templates().end()) {
-    std::string known;
-    for (const auto& [s, t] : m.templates()) known += (known.empty() ? "" : ", ") + s;
-    throw IoError(model_path, "no template for subject '" + subject + "' in the model (it has: " + known +
-                                  "); pass --data DIR for other subjects");
+  if (!a.expression.empty()) {  // positions in the dataset's unit (mm without --data)
+    opt.expression = io::load_vertex_sequence(a.expression, model.vertices());
+    opt.expression_unit_mm = out_unit_mm;
+    opt.expression_subject = std::filesystem::path(a.expression).stem().string();  // <subject>_<sequence>
   }
-  return it->second;
+  opt.intensity = a.intensity;
+  opt.naive = a.naive;
+  std::vector<float> samples;
+  if (!a.text.empty()) {
+    if (!data::espeak_available())
+      throw ArgumentError("speak --text needs libespeak-ng (install libespeak-ng-dev and rebuild); use --wav instead");
+    data::EspeakVoice v;
+    v.name = a.voice;
+    v.rate = a.rate;
+    auto u = data::espeak_synthesize(a.text, v);
+    if (!u) throw ArgumentError("speak: espeak-ng could not synthesise the text with voice '" + a.voice + "'");
+    samples = io::resample(u->samples, u->sample_rate, io::kSpeechSampleRate);
+  } else {
+    samples = io::load_wav(a.wav).samples;
+  }
+  const std::string source = a.text.empty() ? a.wav : std::string("--text");
+  const double secs = static_cast<double>(samples.size()) / io::kSpeechSampleRate;
+  if (static_cast<Index>(samples.size()) < model.config().w2v.min_samples())
+    throw IoError(source, "audio too short: " + std::to_string(samples.size()) + " samples at 16 kHz, need at least " +
+                              std::to_string(model.config().w2v.min_samples()) + " (one frame of the audio encoder)");
+  if (secs > kSpeakMaxSeconds)
+    throw IoError(source, "audio is " + seconds_str(secs) + " long; speak takes at most " + seconds_str(kSpeakMaxSeconds) +
+                              " (split it)");
+  opt.stream = a.stream;
+  if (!opt.stream && secs > kSpeakOfflineMaxSeconds) {
+    std::fprintf(stderr, "speak: %s of audio is more than the %s the offline path holds in memory; using the streaming path (--stream)\n",
+                 seconds_str(secs).c_str(), seconds_str(kSpeakOfflineMaxSeconds).c_str());
+    opt.stream = true;
+  }
+  Tensor<float> def = animate(model, fusion.get(), samples, io::kSpeechSampleRate, opt);  // (T, V, 3) in mm
+  const Index T = def.dim(0);
+  if (out_unit_mm != 1.0)  // back to the dataset's unit
+    for (Index i = 0; i < def.numel(); ++i) def[i] = static_cast<float>(def[i] / out_unit_mm);
+  check_finite_output(def, a.out, fusion   ? "the models " + a.model + " and " + a.fusion
+                                  : a.naive ? "the model " + a.model + " and the expression " + a.expression + " (naive sum)"
+                                            : "the model " + a.model);
+  std::error_code ec;
+  const bool out_existed = std::filesystem::exists(a.out, ec);
+  io::save_npy(a.out, def);
+  if (!a.out_wav.empty()) {
+    try {
+      io::save_wav(a.out_wav, samples, io::kSpeechSampleRate, 1, io::WavFormat::Pcm16);
+    } catch (...) {
+      if (!out_existed) std::filesystem::remove(a.out, ec);  // all outputs or none
+      throw;
+    }
+  }
+  std::printf("speak: wrote %s (%lld frames, %.2f s, style %s%s%s, in %s)\n", a.out.c_str(), static_cast<long long>(T),
+              static_cast<double>(samples.size()) / io::kSpeechSampleRate, subject.c_str(),
+              opt.stream ? ", streaming" : "",
+              fusion ? ", with expression" : a.naive ? ", naive sum with expression" : "",
+              data::unit_name(out_unit_mm).c_str());
 }
 
 inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
@@ -315,119 +390,15 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
       check_outputs("speak", {{"--out", a.out}, {"--out-wav", a.out_wav}},
                     {{"--model", a.model}, {"--wav", a.wav}, {"--data", a.data}, {"--fusion", a.fusion},
                      {"--expression", a.expression}});
-      const auto model = load_audio_model(a.model);
-      const std::string subject = a.subject.empty() ? model.config().subjects.front() : a.subject;
-      const Index style = model.subject_index(subject);
-      std::unique_ptr<data::Dataset> ds;
-      double out_unit_mm = 1.0;  // the audio model works in mm; --data's files may be in another unit
-      if (!a.data.empty()) {
-        ds = std::make_unique<data::Dataset>(load_dataset(a.data, a.units));
-        if (ds->num_vertices() != model.vertices())
-          throw IoError(a.data, "dataset has " + std::to_string(ds->num_vertices()) + " vertices, the audio model " + a.model +
-                                    " " + std::to_string(model.vertices()) + " (its templates cannot be animated by this model)");
-        out_unit_mm = ds->unit_mm;
-        ds->rescale_to_mm();
-      }
-      const Tensor<float> tmpl = speak_template(model, ds.get(), a.templ.empty() ? subject : a.templ, a.model);
-      std::unique_ptr<nn::DeformationFusionModule<float>> fusion;
-      if (!a.fusion.empty()) {  // load before the work so a bad file fails fast
-        fusion = std::make_unique<nn::DeformationFusionModule<float>>(nn::DeformationFusionModule<float>::load(a.fusion));
-        if (fusion->vertices() != model.vertices())
-          throw IoError(a.fusion, "fusion model has " + std::to_string(fusion->vertices()) + " vertices, the audio model " +
-                                      std::to_string(model.vertices()));
-      }
-      std::vector<float> samples;
-      if (!a.text.empty()) {
-        if (!data::espeak_available())
-          throw ArgumentError("speak --text needs libespeak-ng (install libespeak-ng-dev and rebuild); use --wav instead");
-        data::EspeakVoice v;
-        v.name = a.voice;
-        v.rate = a.rate;
-        auto u = data::espeak_synthesize(a.text, v);
-        if (!u) throw ArgumentError("speak: espeak-ng could not synthesise the text with voice '" + a.voice + "'");
-        samples = io::resample(u->samples, u->sample_rate, io::kSpeechSampleRate);
-      } else {
-        samples = io::load_wav(a.wav).samples;
-      }
-      const std::string source = a.text.empty() ? a.wav : std::string("--text");
-      const double secs = static_cast<double>(samples.size()) / io::kSpeechSampleRate;
-      if (static_cast<Index>(samples.size()) < model.config().w2v.min_samples())
-        throw IoError(source, "audio too short: " + std::to_string(samples.size()) + " samples at 16 kHz, need at least " +
-                                  std::to_string(model.config().w2v.min_samples()) + " (one frame of the audio encoder)");
-      if (secs > kSpeakMaxSeconds)
-        throw IoError(source, "audio is " + seconds_str(secs) + " long; speak takes at most " + seconds_str(kSpeakMaxSeconds) +
-                                  " (split it)");
-      bool stream = a.stream;
-      if (!stream && secs > kSpeakOfflineMaxSeconds) {
-        std::fprintf(stderr, "speak: %s of audio is more than the %s the offline path holds in memory; using the streaming path (--stream)\n",
-                     seconds_str(secs).c_str(), seconds_str(kSpeakOfflineMaxSeconds).c_str());
-        stream = true;
-      }
-      auto run_model = [&](const auto& m) {
-        return stream ? m.predict_streaming(samples, style)
-                        : m.predict(Tensor<float>::from({static_cast<Index>(samples.size())}, samples), style);
-      };
-      Tensor<float> def;
       if (a.backend == "onednn") {
 #ifdef BLENDFUSE_WITH_ONEDNN
-        def = run_model(nn::AudioModel<float, OneDnn>::load(a.model));  // encoder on oneDNN
+        speak_with(nn::AudioModel<float, OneDnn>::load(a.model), a);  // encoder on oneDNN
 #else
         throw ArgumentError("speak --backend onednn: this build has no oneDNN backend (BLENDFUSE_WITH_ONEDNN=OFF)");
 #endif
       } else {
-        def = run_model(model);
+        speak_with(load_audio_model(a.model), a);
       }
-      const Index T = def.dim(0), V = model.vertices();
-      if (fusion || a.naive) {
-        const Tensor<float> epos = io::load_vertex_sequence(a.expression, V);
-        const std::string stem = std::filesystem::path(a.expression).stem().string();
-        std::set<std::string> known;
-        for (const auto& [s, tt] : model.templates()) known.insert(s);
-        if (ds)
-          for (const auto& s : ds->subjects()) known.insert(s);
-        std::string esub;
-        try {
-          esub = data::parse_subject(stem, known);
-        } catch (const ArgumentError& e) {
-          throw IoError(a.expression, e.what());
-        }
-        const Tensor<float> etmpl = speak_template(model, ds.get(), esub, a.model);
-        Tensor<float> edef = epos.clone();  // in the dataset's unit (mm without --data) → mm
-        const Index Te = edef.dim(0);
-        const auto eu = static_cast<float>(out_unit_mm);
-        for (Index f = 0; f < Te; ++f)
-          for (Index i = 0; i < V * 3; ++i)
-            edef[f * V * 3 + i] = (out_unit_mm == 1.0 ? edef[f * V * 3 + i] : eu * edef[f * V * 3 + i]) - etmpl[i];
-        if (a.naive) {
-          const Tensor<float> e = metrics::stretch_to(edef, T);
-          for (Index i = 0; i < def.numel(); ++i) def[i] += static_cast<float>(a.intensity) * e[i];
-        } else {
-          def = fusion->fuse(def, metrics::stretch_to(edef, T), a.intensity, /*unit_mm=*/1.0);
-        }
-      }
-      for (Index f = 0; f < T; ++f)
-        for (Index i = 0; i < V * 3; ++i) def[f * V * 3 + i] += tmpl[i];
-      if (out_unit_mm != 1.0)  // back to the dataset's unit
-        for (Index i = 0; i < def.numel(); ++i) def[i] = static_cast<float>(def[i] / out_unit_mm);
-      check_finite_output(def, a.out, fusion   ? "the models " + a.model + " and " + a.fusion
-                                      : a.naive ? "the model " + a.model + " and the expression " + a.expression + " (naive sum)"
-                                                : "the model " + a.model);
-      std::error_code ec;
-      const bool out_existed = std::filesystem::exists(a.out, ec);
-      io::save_npy(a.out, def);
-      if (!a.out_wav.empty()) {
-        try {
-          io::save_wav(a.out_wav, samples, io::kSpeechSampleRate, 1, io::WavFormat::Pcm16);
-        } catch (...) {
-          if (!out_existed) std::filesystem::remove(a.out, ec);  // all outputs or none
-          throw;
-        }
-      }
-      std::printf("speak: wrote %s (%lld frames, %.2f s, style %s%s%s, in %s)\n", a.out.c_str(), static_cast<long long>(T),
-                  static_cast<double>(samples.size()) / io::kSpeechSampleRate, subject.c_str(),
-                  stream ? ", streaming" : "",
-                  fusion ? ", with expression" : a.naive ? ", naive sum with expression" : "",
-                  data::unit_name(out_unit_mm).c_str());
     };
   });
 }

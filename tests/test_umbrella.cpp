@@ -14,7 +14,7 @@ TEST_CASE("umbrella header: core, ops, io, model types are reachable") {
   CHECK(!compiled_backends().empty());
 }
 
-// README.md's usage snippet, compiled (and run with the shipped audio model on a generated WAV).
+// The audio model on the shipped weights (a generated WAV), directly and through animate().
 TEST_CASE("umbrella header: the README's audio-model snippet") {
   using namespace blendfuse;
   const std::string wav_path = "umbrella_readme_test.wav";
@@ -25,5 +25,11 @@ TEST_CASE("umbrella header: the README's audio-model snippet") {
   Tensor<float> wav = io::load_wav(wav_path).tensor();
   Tensor<float> speech = speech_model.predict(wav, speech_model.subject_index("P01"));
   CHECK(speech.shape() == Shape{30, speech_model.vertices(), 3});
+  // the pipeline (pipeline.hpp, in the umbrella): the same prediction on the neutral face
+  const Tensor<float> face = animate(speech_model, io::load_wav(wav_path).samples, 16000);
+  REQUIRE(face.shape() == speech.shape());
+  const Tensor<float>& neutral = speech_model.templates().at("P01");
+  for (Index i = 0; i < face.numel(); i += 997)
+    CHECK(face[i] == speech[i] + neutral[i % (speech_model.vertices() * 3)]);
   std::remove(wav_path.c_str());
 }

@@ -3,12 +3,16 @@
 //   #include <blendfuse/blendfuse.hpp>
 //
 // Core (tensors, errors, rng), the reference ops with their backward passes, I/O (safetensors,
-// npy, OBJ/PLY, WAV), geometry maps, the dataset loader and procedural generator, the fusion
-// module with its losses and trainer, the audio model (wav2vec 2.0 + FaceFormer) with its trainer,
-// and metrics. The oneDNN backend is included when the build
-// defines BLENDFUSE_WITH_ONEDNN (CMake option of the same name).
+// npy, OBJ/PLY, WAV), geometry maps, the dataset loader, the fusion module with its losses and
+// trainer, the audio model (wav2vec 2.0 + FaceFormer) with its trainer, the inference pipeline
+// (pipeline.hpp: animate()), and metrics. The oneDNN backend is included when the build defines
+// BLENDFUSE_WITH_ONEDNN (CMake option of the same name).
+//
+// Not included (tools for making data, include them where used): data/procedural.hpp (the
+// procedural dataset generator) and data/phonemes.hpp (espeak-ng synthesis and phoneme timing).
 #pragma once
 
+#include "blendfuse/core/domain.hpp"
 #include "blendfuse/core/error.hpp"
 #include "blendfuse/core/rng.hpp"
 #include "blendfuse/core/tensor.hpp"
@@ -32,7 +36,6 @@
 #include "blendfuse/geometry/mesh_topology.hpp"
 
 #include "blendfuse/data/dataset.hpp"
-#include "blendfuse/data/procedural.hpp"
 
 #include "blendfuse/loss/losses.hpp"
 #include "blendfuse/nn/audio_model.hpp"
@@ -51,6 +54,8 @@
 
 #include "blendfuse/metrics/fusion_eval.hpp"
 #include "blendfuse/metrics/metrics.hpp"
+
+#include "blendfuse/pipeline.hpp"
 
 #if defined(BLENDFUSE_WITH_ONEDNN) && __has_include("onednn/onednn.hpp")
 #include "onednn/onednn.hpp"

@@ -64,6 +64,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "blendfuse/core/domain.hpp"
 #include "blendfuse/core/error.hpp"
 #include "blendfuse/core/tensor.hpp"
 #include "blendfuse/io/file.hpp"
@@ -72,11 +73,10 @@
 
 namespace blendfuse::data {
 
-/// The two training domains of the paper: speech (VOCAset-like) and expression (Florence4D-like).
-enum class Domain { Speech, Expression };
+// Domain: the two training domains of the paper (blendfuse::Domain, core/domain.hpp).
 enum class Split { Train, Val, Test };
 
-inline const char* to_string(Domain d) { return d == Domain::Speech ? "speech" : "expression"; }
+inline const char* to_string(Domain d) { return domain_name(d); }
 inline const char* to_string(Split s) {
   return s == Split::Train ? "train" : s == Split::Val ? "val" : "test";
 }

@@ -58,6 +58,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "blendfuse/core/domain.hpp"
 #include "blendfuse/core/error.hpp"
 #include "blendfuse/core/rng.hpp"
 #include "blendfuse/core/tensor.hpp"
@@ -164,7 +165,8 @@ struct Subject {
   Tensor<float> neutral;  // (V, 3)
 };
 
-enum class SequenceKind { Speech, Expression };
+/// The domain of a generated sequence (the same type as data::Domain).
+using SequenceKind = Domain;
 
 struct ProceduralSequence {
   std::string name;       // "<subject>_sentence01", "<subject>_smile01"

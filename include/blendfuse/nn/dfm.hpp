@@ -46,6 +46,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "blendfuse/core/domain.hpp"
 #include "blendfuse/geometry/geometry_map.hpp"
 #include "blendfuse/geometry/mesh_topology.hpp"
 #include "blendfuse/loss/losses.hpp"
@@ -54,8 +55,7 @@
 
 namespace blendfuse::nn {
 
-enum class Domain { Speech = 0, Expression = 1 };
-inline const char* domain_name(Domain d) { return d == Domain::Speech ? "speech" : "expression"; }
+// Domain (Speech = 0, Expression = 1: the index of the encoder) is blendfuse::Domain (core/domain.hpp).
 
 struct DfmConfig {
   std::string variant = "full";

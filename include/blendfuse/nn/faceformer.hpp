@@ -762,21 +762,9 @@ class FaceFormer {
         throw IoError(f.path(), "faceformer_config in the file (" + fc.to_json().dump() +
                                     ") does not match the model's (" + cfg_.to_json().dump() + ")");
     }
-    std::vector<std::pair<Parameter<T>*, Tensor<T>>> loaded;
-    for (Parameter<T>* p : parameters()) {
-      const std::string key = file_prefix + p->name.substr(prefix_.size());
-      if (!f.contains(key)) throw IoError(f.path(), "missing tensor '" + key + "' (FaceFormer parameter)");
-      const auto& info = f.info(key);
-      if (info.shape != p->value.shape())
-        throw IoError(f.path(), "tensor '" + key + "' has shape " + shape_str(info.shape) +
-                                    ", expected " + p->value.shape_string());
-      Tensor<T> t = f.get_weights<T>(key, p->value.shape());
-      for (Index i = 0; i < t.numel(); ++i)
-        if (!std::isfinite(static_cast<double>(t[i])))
-          throw IoError(f.path(), "tensor '" + key + "' contains NaN or Inf at element " + std::to_string(i));
-      loaded.emplace_back(p, std::move(t));
-    }
-    for (auto& [p, t] : loaded) p->value = std::move(t);
+    load_parameters(f, parameters(), [&](const Parameter<T>& p) {
+      return ParameterKey{file_prefix + p.name.substr(prefix_.size()), " (FaceFormer parameter)"};
+    });
   }
 
   /// Adds the parameters (file_prefix + name without this model's prefix) and the config

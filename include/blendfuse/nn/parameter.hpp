@@ -4,9 +4,11 @@
 // module's state_dict keys, so a safetensors export of the reference loads without renaming.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "blendfuse/core/rng.hpp"
@@ -145,21 +147,47 @@ void add_parameters(io::SafeTensorsWriter& w, const ParamList<T>& ps, const std:
   for (auto* p : ps) w.add(prefix + p->name, p->value);
 }
 
-/// Loads every parameter from `f` (names prefixed by `prefix`), checking shapes; errors name the
-/// file and the tensor.
+/// Where one parameter is in a file: its tensor name, and a note appended to every error about it
+/// (e.g. " (wav2vec2 parameter 'encoder.layers.0.attention.q_proj.weight')"; may be empty).
+struct ParameterKey {
+  std::string key;
+  std::string note;
+};
+
+/// The one parameter loader, transactional: every parameter's tensor (key_of(param) → a
+/// ParameterKey, or a plain name) is read and checked first — present, the parameter's shape, a
+/// floating-point dtype, every element finite — and only when all are good are the values
+/// written (and touch()ed, so caches derived from them refresh). On any error the parameters are
+/// unchanged and the IoError names the file and the tensor. Tensors of the file that no
+/// parameter asks for are ignored.
+template <class T, class KeyFn>
+  requires std::is_invocable_v<KeyFn&, const Parameter<T>&>
+void load_parameters(const io::SafeTensorsFile& f, const ParamList<T>& ps, KeyFn&& key_of) {
+  std::vector<Tensor<T>> staged;
+  staged.reserve(ps.size());
+  for (const Parameter<T>* p : ps) {
+    const ParameterKey k{key_of(*p)};
+    if (!f.contains(k.key)) throw IoError(f.path(), "missing tensor '" + k.key + "'" + k.note);
+    const auto& info = f.info(k.key);
+    if (info.shape != p->value.shape())
+      throw IoError(f.path(), "tensor '" + k.key + "' has shape " + shape_str(info.shape) + ", expected " +
+                                  p->value.shape_string() + k.note);
+    Tensor<T> t = f.get_weights<T>(k.key, p->value.shape());
+    for (Index i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(static_cast<double>(t[i])))
+        throw IoError(f.path(), "tensor '" + k.key + "' contains NaN or Inf at element " + std::to_string(i) + k.note);
+    staged.push_back(std::move(t));
+  }
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    ps[i]->value = std::move(staged[i]);
+    ps[i]->touch();
+  }
+}
+
+/// load_parameters with the tensor names `prefix` + parameter name.
 template <class T>
 void load_parameters(const io::SafeTensorsFile& f, const ParamList<T>& ps, const std::string& prefix = "") {
-  for (auto* p : ps) {
-    const std::string key = prefix + p->name;
-    if (!f.contains(key)) throw IoError(f.path(), "missing tensor '" + key + "'");
-    auto t = f.get_weights<T>(key, p->value.shape());
-    for (Index i = 0; i < t.numel(); ++i) {
-      if (!std::isfinite(static_cast<double>(t[i])))
-        throw IoError(f.path(), "tensor '" + key + "' contains NaN or Inf at element " + std::to_string(i));
-    }
-    p->value = std::move(t);
-    p->touch();
-  }
+  load_parameters(f, ps, [&prefix](const Parameter<T>& p) { return ParameterKey{prefix + p.name, {}}; });
 }
 
 }  // namespace blendfuse::nn

@@ -601,10 +601,9 @@ class Wav2Vec2Model {
     } else if (names == Wav2Vec2Names::Auto) {
       names = f.contains(*file_prefix + probe_ta) ? Wav2Vec2Names::Torchaudio : Wav2Vec2Names::HuggingFace;
     }
-    // Read everything first so that a failure leaves the model unchanged.
-    std::vector<std::pair<Parameter<T>*, Tensor<T>>> loaded;
-    for (Parameter<T>* p : parameters()) {
-      const std::string rel = relative_name(*p);
+    // One transactional read (nn/parameter.hpp): a failure leaves the model unchanged.
+    load_parameters(f, parameters(), [&](const Parameter<T>& p) {
+      const std::string rel = relative_name(p);
       const std::string key = *file_prefix + (names == Wav2Vec2Names::Torchaudio ? wav2vec2_torchaudio_name(rel) : rel);
       std::string found = key;
       if (!f.contains(found)) {
@@ -617,19 +616,8 @@ class Wav2Vec2Model {
           }
         }
       }
-      if (!f.contains(found))
-        throw IoError(f.path(), "missing tensor '" + key + "' (wav2vec2 parameter '" + p->name + "')");
-      const auto& info = f.info(found);
-      if (info.shape != p->value.shape())
-        throw IoError(f.path(), "tensor '" + found + "' has shape " + shape_str(info.shape) + ", expected " +
-                                    p->value.shape_string() + " (wav2vec2 parameter '" + p->name + "')");
-      Tensor<T> t = f.get_weights<T>(found, p->value.shape());
-      for (Index i = 0; i < t.numel(); ++i)
-        if (!std::isfinite(static_cast<double>(t[i])))
-          throw IoError(f.path(), "tensor '" + found + "' contains NaN or Inf at element " + std::to_string(i));
-      loaded.emplace_back(p, std::move(t));
-    }
-    for (auto& [p, t] : loaded) p->value = std::move(t);
+      return ParameterKey{found, " (wav2vec2 parameter '" + p.name + "')"};
+    });
   }
 
   /// Adds every parameter to `w` under `file_prefix` + the scheme's name (HuggingFace or

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,19 +26,16 @@ void save_checkpoint(const std::string& path, Model& model, const Adam<T>& opt, 
 
 /// Restores a checkpoint written by save_checkpoint into `model` and `opt`; returns the epoch.
 /// The checkpoint's model config must equal the model's (IoError naming the file otherwise).
+/// Parameters and Adam moments are matched by parameter name (a parameter the checkpoint lacks
+/// is an IoError naming it), and nothing changes unless everything is valid: the model's
+/// parameters are written last, after the optimiser state and the epoch were read and checked.
+/// Checkpoints of earlier versions (the same file layout, restored by position) load unchanged.
 template <class Model, class T>
 int load_checkpoint(const std::string& path, Model& model, Adam<T>& opt) {
   const auto f = io::SafeTensorsFile::load(path);
-  auto loaded = Model::from_safetensors(f);
+  auto loaded = Model::from_safetensors(f);  // validates every tensor (nn::load_parameters)
   if (loaded.config().to_json() != model.config().to_json())
     throw IoError(path, "checkpoint was made with a different model config");
-  auto src = loaded.parameters();
-  auto dst = model.parameters();
-  for (std::size_t i = 0; i < dst.size(); ++i) {
-    dst[i]->value = src[i]->value.clone();
-    dst[i]->touch();  // caches derived from the value (frozen oneDNN weights) must refresh
-  }
-  opt.load_state(f);
   const std::string e = f.meta("train.epoch", "0");
   int epoch = 0;
   try {
@@ -48,6 +46,24 @@ int load_checkpoint(const std::string& path, Model& model, Adam<T>& opt) {
     throw IoError(path, "metadata 'train.epoch' is not an integer: '" + e + "'");
   }
   if (epoch < 0) throw IoError(path, "metadata 'train.epoch' is negative (" + e + ")");
+  std::map<std::string, nn::Parameter<T>*> by_name;
+  for (auto* p : loaded.parameters()) by_name[p->name] = p;
+  const auto dst = model.parameters();
+  std::vector<Tensor<T>> staged;
+  staged.reserve(dst.size());
+  for (const auto* p : dst) {
+    const auto it = by_name.find(p->name);
+    if (it == by_name.end()) throw IoError(path, "checkpoint has no parameter '" + p->name + "'");
+    if (it->second->value.shape() != p->value.shape())
+      throw IoError(path, "checkpoint parameter '" + p->name + "' has shape " + it->second->value.shape_string() +
+                              ", the model's " + p->value.shape_string());
+    staged.push_back(it->second->value.clone());
+  }
+  opt.load_state(f);  // all-or-nothing itself, moments keyed by parameter name
+  for (std::size_t i = 0; i < dst.size(); ++i) {
+    dst[i]->value = std::move(staged[i]);
+    dst[i]->touch();  // caches derived from the value (frozen oneDNN weights) must refresh
+  }
   return epoch;
 }
 
