@@ -26,6 +26,7 @@
 #include "blendfuse/core/error.hpp"
 #include "blendfuse/core/rng.hpp"
 #include "blendfuse/core/tensor.hpp"
+#include "blendfuse/ops/dense_check.hpp"
 
 namespace blendfuse {
 
@@ -72,6 +73,10 @@ struct ReluOp {
   static void forward_inplace(Tensor<T, Backend>& x) {
     detail::act_static_checks<T, Backend>();
     T* p = x.data();
+    if (detail::is_contiguous_noalloc(x)) {  // allocation-free (inference steps)
+      for (Index i = 0, n = x.numel(); i < n; ++i) p[i] = p[i] > T(0) ? p[i] : T(0);
+      return;
+    }
     x.for_each_offset([&](Index off) { p[off] = p[off] > T(0) ? p[off] : T(0); });
   }
 
@@ -103,7 +108,7 @@ struct GeluOp {
   static void forward_inplace(Tensor<T, Backend>& x, GeluApprox approx) {
     detail::act_static_checks<T, Backend>();
     T* p = x.data();
-    if (x.is_contiguous()) {
+    if (detail::is_contiguous_noalloc(x)) {
       const Index n = x.numel();
       for (Index i = 0; i < n; ++i) p[i] = value(p[i], approx);
       return;

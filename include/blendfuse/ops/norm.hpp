@@ -28,6 +28,7 @@
 
 #include "blendfuse/core/error.hpp"
 #include "blendfuse/core/tensor.hpp"
+#include "blendfuse/ops/dense_check.hpp"
 
 namespace blendfuse {
 
@@ -141,10 +142,10 @@ void norm_forward_into_ref(Tensor<T, B>& y, const Tensor<T, B>& x, const Tensor<
                            const char* op) {
   static_assert(std::is_floating_point_v<T>, "normalisation needs a floating-point tensor");
   static_assert(B::host_memory, "the reference normalisation needs host memory");
-  BF_CHECK(y.shape() == x.shape() && y.is_contiguous(), ShapeError, op, ": output ",
+  BF_CHECK(y.shape() == x.shape() && is_contiguous_noalloc(y), ShapeError, op, ": output ",
            y.shape_string(), " must be contiguous with the shape of x ", x.shape_string());
   const bool has_g = norm_has(gamma), has_b = norm_has(beta);
-  if (x.is_contiguous() && (!has_g || gamma.is_contiguous()) && (!has_b || beta.is_contiguous())) {
+  if (is_contiguous_noalloc(x) && (!has_g || is_contiguous_noalloc(gamma)) && (!has_b || is_contiguous_noalloc(beta))) {
     norm_forward_rows(x.data(), y.data(), has_g ? gamma.data() : nullptr,
                       has_b ? beta.data() : nullptr, eps, L, static_cast<T*>(nullptr),
                       static_cast<T*>(nullptr));
@@ -288,7 +289,7 @@ struct GroupNormOp {
     detail::norm_check_param(gamma, x.dim(1), "group_norm_", "gamma", x);
     detail::norm_check_param(beta, x.dim(1), "group_norm_", "beta", x);
     detail::norm_check_eps(eps, "group_norm_");
-    BF_CHECK(x.is_contiguous(), ShapeError, "group_norm_: x ", x.shape_string(),
+    BF_CHECK(detail::is_contiguous_noalloc(x), ShapeError, "group_norm_: x ", x.shape_string(),
              " must be contiguous to be normalised in place");
     detail::norm_forward_into_ref(x, x, gamma, beta, eps, L, "group_norm_");
   }
@@ -372,7 +373,8 @@ struct LayerNormOp {
     BF_CHECK(x.ndim() >= 1, ShapeError, op, ": expected x of shape (..., D), got a 0-d tensor");
     detail::NormLayout L;
     L.chans = x.dim(-1);
-    L.rows = shape_numel(stat_shape(x));
+    L.rows = 1;  // the product of the leading dims (no Shape built: layer_norm_into must not allocate)
+    for (Index d = 0; d + 1 < x.ndim(); ++d) L.rows *= x.dim(d);
     detail::norm_check_layout(L, x, op);
     return L;
   }
