@@ -21,6 +21,10 @@
 #include "blendfuse/train/audio_trainer.hpp"
 #include "cli_fusion.hpp"
 
+#ifdef BLENDFUSE_WITH_ONEDNN
+#include "onednn/onednn.hpp"  // before any AudioModel<float, OneDnn> (ODR: see onednn/onednn.hpp)
+#endif
+
 namespace blendfuse::cli {
 
 /// Longest WAV `features` encodes (the whole clip goes through self-attention at once).
@@ -39,6 +43,34 @@ inline std::string seconds_str(double s) {
   return b;
 }
 
+/// Default of the audio commands' --backend: onednn when the build has it, else cpu.
+#ifdef BLENDFUSE_WITH_ONEDNN
+inline constexpr const char* kDefaultAudioBackend = "onednn";
+#else
+inline constexpr const char* kDefaultAudioBackend = "cpu";
+#endif
+
+/// Adds `--backend cpu|onednn` (the host backend the wav2vec 2.0 encoder runs on) to an audio command.
+inline void add_audio_backend_option(CLI::App* c, std::string& backend, const char* what) {
+  c->add_option("--backend", backend, std::string("backend of the wav2vec 2.0 encoder") + what +
+                                          ": cpu (reference) or onednn (default when built)")
+      ->check(CLI::IsMember({"cpu", "onednn"}));
+}
+
+/// Calls f(Cpu{}) or f(OneDnn{}) for `backend` ("cpu" / "onednn"); onednn in a build without it
+/// is an ArgumentError naming the command.
+template <class F>
+decltype(auto) with_audio_backend(const std::string& backend, const char* cmd, F&& f) {
+  if (backend == "onednn") {
+#ifdef BLENDFUSE_WITH_ONEDNN
+    return f(OneDnn{});
+#else
+    throw ArgumentError(std::string(cmd) + " --backend onednn: this build has no oneDNN backend (BLENDFUSE_WITH_ONEDNN=OFF)");
+#endif
+  }
+  return f(Cpu{});
+}
+
 /// Loads an audio model; a file that is not one gets an error naming it.
 inline nn::AudioModel<float> load_audio_model(const std::string& path) {
   return nn::AudioModel<float>::load(path);
@@ -55,6 +87,7 @@ struct TrainAudioArgs {
   std::vector<double> speed_perturb;
   std::uint64_t seed = 1;
   bool resume = false, quiet = false;
+  std::string backend = kDefaultAudioBackend;
 };
 
 inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void()>& run) {
@@ -91,6 +124,7 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
   c->add_option("--checkpoint", a.checkpoint, "checkpoint written after every epoch (default OUT.ckpt)");
   c->add_flag("--resume", a.resume, "continue from the checkpoint if it exists");
   c->add_flag("--quiet", a.quiet, "no per-epoch lines");
+  add_audio_backend_option(c, a.backend, " while training (the model file does not depend on it)");
   add_units_option(c, a.units);
   c->callback([&, lr_final_opt] {
     run = [&, lr_final_opt] {
@@ -135,65 +169,68 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
           throw IoError(a.config, without_prefix(e.what(), a.config));
         }
       }
-      nn::AudioModel<float> model(cfg);
-      model.init();
-      for (const auto& [s, t] : ds.subject_templates) model.templates()[s] = t.clone();
-      auto style = [&](const std::string& s) -> Index {
-        const auto it = std::find(subjects.begin(), subjects.end(), s);
-        return it == subjects.end() ? -1 : static_cast<Index>(it - subjects.begin());
-      };
-      const auto train = train::load_audio_samples(model, ds, data::Split::Train, style, a.speed_perturb);
-      const auto val = train::load_audio_samples(model, ds, data::Split::Val, style);
-      Index frames = 0;
-      for (const auto& s : train) frames += s.frames();
-      if (!a.quiet)
-        std::printf("train-audio: %zu subjects, %zu training sequences (%.1f s of audio), %zu validation; "
-                    "%lld trainable parameters; data in %s, model in mm\n",
-                    subjects.size(), train.size(), static_cast<double>(frames) / cfg.fps, val.size(),
-                    static_cast<long long>(nn::count_parameters(model.trainable_parameters())), data_units.c_str());
-      train::AudioTrainConfig tc;
-      tc.epochs = a.epochs;
-      tc.batch = a.batch;
-      tc.lr = a.lr;
-      tc.seed = a.seed;
-      tc.scheduled_sampling = a.scheduled_sampling;
-      tc.sampling_ramp = a.sampling_ramp;
-      tc.lr_final = a.lr_final;
-      tc.lip_weight = a.lip_weight;
-      tc.gap_weight = a.gap_weight;
-      tc.gap_delta = a.gap_delta;
-      tc.velocity_weight = a.velocity_weight;
-      tc.augment_speed = a.augment_speed;
-      tc.augment_gain = a.augment_gain;
-      tc.lip_vertices = ds.lips;
-      if (a.gap_weight > 0) {
-        const std::string pp = a.lip_pairs.empty() ? a.data + "/truth/lip_pairs.npy" : a.lip_pairs;
-        if (!std::filesystem::exists(pp))
-          throw IoError(pp, "--gap-weight needs the upper/lower lip vertex pairs (a (P, 2) int32 .npy; pass --lip-pairs FILE)");
-        const auto pairs = io::load_npy<std::int32_t>(pp);
-        if (pairs.ndim() != 2 || pairs.dim(1) != 2 || pairs.dim(0) == 0)
-          throw IoError(pp, "lip pairs must be a non-empty (P, 2) array, got " + pairs.shape_string());
-        for (Index i = 0; i < pairs.dim(0); ++i) {
-          if (pairs(i, 0) < 0 || pairs(i, 0) >= ds.num_vertices() || pairs(i, 1) < 0 || pairs(i, 1) >= ds.num_vertices())
-            throw IoError(pp, "lip pair " + std::to_string(i) + " has a vertex out of range for " +
-                                  std::to_string(ds.num_vertices()) + " vertices");
-          tc.lip_pairs.push_back({pairs(i, 0), pairs(i, 1)});
+      with_audio_backend(a.backend, "train-audio", [&](auto backend_tag) {
+        using B = decltype(backend_tag);
+        nn::AudioModel<float, B> model(cfg);
+        model.init();
+        for (const auto& [s, t] : ds.subject_templates) model.templates()[s] = t.clone();
+        auto style = [&](const std::string& s) -> Index {
+          const auto it = std::find(subjects.begin(), subjects.end(), s);
+          return it == subjects.end() ? -1 : static_cast<Index>(it - subjects.begin());
+        };
+        const auto train = train::load_audio_samples(model, ds, data::Split::Train, style, a.speed_perturb);
+        const auto val = train::load_audio_samples(model, ds, data::Split::Val, style);
+        Index frames = 0;
+        for (const auto& s : train) frames += s.frames();
+        if (!a.quiet)
+          std::printf("train-audio: %zu subjects, %zu training sequences (%.1f s of audio), %zu validation; "
+                      "%lld trainable parameters; data in %s, model in mm\n",
+                      subjects.size(), train.size(), static_cast<double>(frames) / cfg.fps, val.size(),
+                      static_cast<long long>(nn::count_parameters(model.trainable_parameters())), data_units.c_str());
+        train::AudioTrainConfig tc;
+        tc.epochs = a.epochs;
+        tc.batch = a.batch;
+        tc.lr = a.lr;
+        tc.seed = a.seed;
+        tc.scheduled_sampling = a.scheduled_sampling;
+        tc.sampling_ramp = a.sampling_ramp;
+        tc.lr_final = a.lr_final;
+        tc.lip_weight = a.lip_weight;
+        tc.gap_weight = a.gap_weight;
+        tc.gap_delta = a.gap_delta;
+        tc.velocity_weight = a.velocity_weight;
+        tc.augment_speed = a.augment_speed;
+        tc.augment_gain = a.augment_gain;
+        tc.lip_vertices = ds.lips;
+        if (a.gap_weight > 0) {
+          const std::string pp = a.lip_pairs.empty() ? a.data + "/truth/lip_pairs.npy" : a.lip_pairs;
+          if (!std::filesystem::exists(pp))
+            throw IoError(pp, "--gap-weight needs the upper/lower lip vertex pairs (a (P, 2) int32 .npy; pass --lip-pairs FILE)");
+          const auto pairs = io::load_npy<std::int32_t>(pp);
+          if (pairs.ndim() != 2 || pairs.dim(1) != 2 || pairs.dim(0) == 0)
+            throw IoError(pp, "lip pairs must be a non-empty (P, 2) array, got " + pairs.shape_string());
+          for (Index i = 0; i < pairs.dim(0); ++i) {
+            if (pairs(i, 0) < 0 || pairs(i, 0) >= ds.num_vertices() || pairs(i, 1) < 0 || pairs(i, 1) >= ds.num_vertices())
+              throw IoError(pp, "lip pair " + std::to_string(i) + " has a vertex out of range for " +
+                                    std::to_string(ds.num_vertices()) + " vertices");
+            tc.lip_pairs.push_back({pairs(i, 0), pairs(i, 1)});
+          }
         }
-      }
-      tc.checkpoint = checkpoint;
-      tc.resume = a.resume;
-      tc.max_seconds = a.max_minutes * 60;
-      train::AudioTrainer trainer(model, tc);
-      trainer.fit(train, val, [&](const train::AudioEpochStats& st) {
-        if (a.quiet) return;
-        std::printf("epoch %3d  train mse %.4f mm²  val (autoregressive) mse %.4f mm²  sampling %.2f  %.1fs\n",
-                    st.epoch, st.train_mse, st.val_mse, st.sampling, st.seconds);
-        std::fflush(stdout);
+        tc.checkpoint = checkpoint;
+        tc.resume = a.resume;
+        tc.max_seconds = a.max_minutes * 60;
+        train::AudioTrainer<B> trainer(model, tc);
+        trainer.fit(train, val, [&](const train::AudioEpochStats& st) {
+          if (a.quiet) return;
+          std::printf("epoch %3d  train mse %.4f mm²  val (autoregressive) mse %.4f mm²  sampling %.2f  %.1fs\n",
+                      st.epoch, st.train_mse, st.val_mse, st.sampling, st.seconds);
+          std::fflush(stdout);
+        });
+        for (auto* p : model.trainable_parameters())
+          check_finite_output(p->value, a.out, "parameter '" + p->name + "' after training");
+        model.save(a.out);
+        std::printf("train-audio: wrote %s\n", a.out.c_str());
       });
-      for (auto* p : model.trainable_parameters())
-        check_finite_output(p->value, a.out, "parameter '" + p->name + "' after training");
-      model.save(a.out);
-      std::printf("train-audio: wrote %s\n", a.out.c_str());
     };
   });
 }
@@ -201,6 +238,7 @@ inline void add_train_audio(CLI::App& app, TrainAudioArgs& a, std::function<void
 // ---- features ----------------------------------------------------------------------------------
 struct FeaturesArgs {
   std::string model, config, wav, out;
+  std::string backend = kDefaultAudioBackend;
 };
 
 inline void add_features(CLI::App& app, FeaturesArgs& a, std::function<void()>& run) {
@@ -209,6 +247,7 @@ inline void add_features(CLI::App& app, FeaturesArgs& a, std::function<void()>& 
   c->add_option("--config", a.config, "Hugging Face config.json (default: the file's wav2vec2_config metadata)");
   c->add_option("--wav", a.wav, "input audio (any rate; resampled to 16 kHz)")->required();
   c->add_option("--out", a.out, "output .npy (T, hidden) float32")->required();
+  add_audio_backend_option(c, a.backend, "");
   c->callback([&] {
     run = [&] {
       check_outputs("features", {{"--out", a.out}}, {{"--model", a.model}, {"--config", a.config}, {"--wav", a.wav}});
@@ -233,13 +272,16 @@ inline void add_features(CLI::App& app, FeaturesArgs& a, std::function<void()>& 
           throw IoError(a.model, e.what());
         }
       }
-      nn::Wav2Vec2Model<float> m(cfg);
-      m.load(f);
       if (static_cast<Index>(audio.samples.size()) < cfg.min_samples())
         throw IoError(a.wav, "audio too short: " + std::to_string(audio.samples.size()) + " samples at 16 kHz, need " +
                                  std::to_string(cfg.min_samples()));
       const Tensor<float> x = Tensor<float>::from({1, static_cast<Index>(audio.samples.size())}, audio.samples);
-      const Tensor<float> h = m.forward(x).hidden;
+      const Tensor<float> h = with_audio_backend(a.backend, "features", [&](auto backend_tag) {
+        using B = decltype(backend_tag);
+        nn::Wav2Vec2Model<float, B> m(cfg);
+        m.load(f);
+        return nn::detail::host_view<Cpu>(m.forward(nn::detail::host_view<B>(x)).hidden);
+      });
       check_finite_output(h, a.out, "the model " + a.model);
       io::save_npy(a.out, h.reshape({h.dim(1), h.dim(2)}));
       std::printf("features: wrote %s (%lld x %lld)\n", a.out.c_str(), static_cast<long long>(h.dim(1)),
@@ -254,11 +296,7 @@ struct SpeakArgs {
   int rate = 175;
   double intensity = 1.0;
   bool stream = false, naive = false;
-#ifdef BLENDFUSE_WITH_ONEDNN
-  std::string backend = "onednn";
-#else
-  std::string backend = "cpu";
-#endif
+  std::string backend = kDefaultAudioBackend;
 };
 
 /// speak after its option checks, with the audio model loaded once (its encoder on EncB): the
@@ -366,8 +404,7 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
   c->add_option("--template", a.templ, "subject whose neutral face is animated (default: --subject)");
   c->add_option("--data", a.data, "dataset folder for templates (default: the templates stored in the model)");
   c->add_flag("--stream", a.stream, "run the streaming path (bounded latency) instead of the offline one");
-  c->add_option("--backend", a.backend, "backend of the wav2vec 2.0 encoder: cpu (reference) or onednn (default when built)")
-      ->check(CLI::IsMember({"cpu", "onednn"}));
+  add_audio_backend_option(c, a.backend, "");
   c->add_option("--fusion", a.fusion, "fusion model (.safetensors) to add an emotion");
   c->add_option("--expression", a.expression, "expression sequence .npy (T,V,3) absolute positions, time-stretched");
   c->add_option("--intensity", a.intensity, "scale of the expression weights, in [0, 10]");
@@ -407,6 +444,7 @@ inline void add_speak(CLI::App& app, SpeakArgs& a, std::function<void()>& run) {
 struct EvalAudioArgs {
   std::string model, data, split = "test", subject, units = "auto";
   bool json = false, stream = false;
+  std::string backend = kDefaultAudioBackend;
 };
 
 struct AudioScore {
@@ -422,105 +460,109 @@ inline void add_eval_audio(CLI::App& app, EvalAudioArgs& a, std::function<void()
   c->add_option("--subject", a.subject, "style for subjects the model was not trained on (default: the first)");
   c->add_flag("--stream", a.stream, "also score the streaming path");
   c->add_flag("--json", a.json, "print JSON");
+  add_audio_backend_option(c, a.backend, "");
   add_units_option(c, a.units);
   c->callback([&] {
     run = [&] {
-      const auto model = load_audio_model(a.model);
-      data::Dataset ds = load_dataset(a.data, a.units);
-      const std::string data_units = units_note(ds);
-      ds.rescale_to_mm();  // the audio model and the scores are in mm
-      if (model.vertices() != ds.num_vertices())
-        throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " +
-                                   std::to_string(ds.num_vertices()));
-      std::unique_ptr<metrics::ProceduralTruth> truth;
-      if (data::detail::is_dir(a.data + "/truth"))
-        truth = std::make_unique<metrics::ProceduralTruth>(metrics::ProceduralTruth::load(a.data, ds.num_vertices()));
-      const Index default_style = model.subject_index(a.subject.empty() ? model.config().subjects.front() : a.subject);
-      // Mean-face baseline: the mean training deformation.
-      const Index V = ds.num_vertices();
-      Tensor<float> mean({V, 3});
-      {
-        Index n = 0;
-        std::vector<double> acc(static_cast<std::size_t>(V * 3), 0.0);
-        for (const auto* q : ds.sequences(data::Domain::Speech, data::Split::Train)) {
-          for (Index i = 0; i < q->deformations.numel(); ++i) acc[static_cast<std::size_t>(i % (V * 3))] += q->deformations[i];
-          n += q->num_frames();
-        }
-        for (Index i = 0; i < V * 3; ++i) mean[i] = static_cast<float>(n ? acc[static_cast<std::size_t>(i)] / static_cast<double>(n) : 0.0);
-      }
-      std::vector<std::string> names = {"audio model", "mean face (training mean deformation)", "neutral template"};
-      if (a.stream) names.insert(names.begin() + 1, "audio model, streaming");
-      std::vector<AudioScore> rows(names.size());
-      for (std::size_t k = 0; k < names.size(); ++k) rows[k].method = names[k];
-      Index frames = 0, bil_frames = 0, seqs = 0;
-      for (const auto* q : ds.sequences(data::Domain::Speech, data::split_from_string(a.split))) {
-        if (q->wav_path.empty()) continue;
-        const io::Audio au = train::load_sequence_audio(*q, model.config().fps, model.config().w2v.min_samples());
-        const Index Tn = q->num_frames();
-        Index style = default_style;
-        for (std::size_t i = 0; i < model.config().subjects.size(); ++i)
-          if (model.config().subjects[i] == q->subject) style = static_cast<Index>(i);
-        const Tensor<float> audio = Tensor<float>::from({1, static_cast<Index>(au.samples.size())}, au.samples);
-        std::vector<Tensor<float>> preds;
-        preds.push_back(model.predict_features(model.frame_features(audio, Tn), style).reshape({Tn, V, 3}));
-        if (a.stream) {
-          Tensor<float> s = model.predict_streaming(au.samples, style);
-          Tensor<float> fit({Tn, V, 3});  // frame counts can differ by one from the .npy
-          for (Index t = 0; t < Tn; ++t) fit.select(t).assign(s.select(std::min(t, s.dim(0) - 1)));
-          preds.push_back(fit);
-        }
-        Tensor<float> mf({Tn, V, 3});
-        for (Index t = 0; t < Tn; ++t) mf.select(t).assign(mean);
-        preds.push_back(mf);
-        preds.push_back(Tensor<float>({Tn, V, 3}));
-        const Tensor<float>& tmpl = ds.template_of(q->subject);
-        const Tensor<float> gt = q->deformations;
-        std::vector<std::int32_t> bil;
-        if (truth && truth->bilabial.count(q->name)) bil = truth->bilabial.at(q->name);
-        for (std::size_t k = 0; k < preds.size(); ++k) {
-          rows[k].lve_mm += metrics::lve_mm(preds[k], gt, ds.lips) * static_cast<double>(Tn);
-          rows[k].mve_mm += metrics::mve_mm(preds[k], gt) * static_cast<double>(Tn);
-          if (truth && !bil.empty()) {
-            Tensor<float> pos = preds[k].clone();
-            for (Index t = 0; t < Tn; ++t)
-              for (Index i = 0; i < V * 3; ++i) pos[t * V * 3 + i] += tmpl[i];
-            const auto gaps = metrics::lip_gaps(pos, truth->lip_pairs);
-            for (auto f : bil)
-              if (f < Tn) rows[k].bilabial_gap_mm += gaps[static_cast<std::size_t>(f)];
+      with_audio_backend(a.backend, "eval-audio", [&](auto backend_tag) {
+        using B = decltype(backend_tag);
+        const auto model = nn::AudioModel<float, B>::load(a.model);
+        data::Dataset ds = load_dataset(a.data, a.units);
+        const std::string data_units = units_note(ds);
+        ds.rescale_to_mm();  // the audio model and the scores are in mm
+        if (model.vertices() != ds.num_vertices())
+          throw IoError(a.model, "model has " + std::to_string(model.vertices()) + " vertices, the dataset " +
+                                     std::to_string(ds.num_vertices()));
+        std::unique_ptr<metrics::ProceduralTruth> truth;
+        if (data::detail::is_dir(a.data + "/truth"))
+          truth = std::make_unique<metrics::ProceduralTruth>(metrics::ProceduralTruth::load(a.data, ds.num_vertices()));
+        const Index default_style = model.subject_index(a.subject.empty() ? model.config().subjects.front() : a.subject);
+        // Mean-face baseline: the mean training deformation.
+        const Index V = ds.num_vertices();
+        Tensor<float> mean({V, 3});
+        {
+          Index n = 0;
+          std::vector<double> acc(static_cast<std::size_t>(V * 3), 0.0);
+          for (const auto* q : ds.sequences(data::Domain::Speech, data::Split::Train)) {
+            for (Index i = 0; i < q->deformations.numel(); ++i) acc[static_cast<std::size_t>(i % (V * 3))] += q->deformations[i];
+            n += q->num_frames();
           }
+          for (Index i = 0; i < V * 3; ++i) mean[i] = static_cast<float>(n ? acc[static_cast<std::size_t>(i)] / static_cast<double>(n) : 0.0);
         }
-        for (auto f : bil)
-          if (f < Tn) ++bil_frames;
-        frames += Tn;
-        ++seqs;
-      }
-      if (seqs == 0)
-        throw IoError(a.data, "no " + a.split + " speech sequence has a .wav (make the data with blendfuse gen-data --audio)");
-      for (auto& r : rows) {
-        r.lve_mm /= static_cast<double>(frames);
-        r.mve_mm /= static_cast<double>(frames);
-        r.bilabial_gap_mm = bil_frames ? r.bilabial_gap_mm / static_cast<double>(bil_frames) : 0.0;
-        if (!std::isfinite(r.lve_mm) || !std::isfinite(r.mve_mm) || !std::isfinite(r.bilabial_gap_mm))
-          throw IoError(a.model, "eval-audio: the scores of '" + r.method + "' are non-finite");
-      }
-      if (a.json) {
-        nlohmann::ordered_json j;
-        j["split"] = a.split;
-        j["sequences"] = seqs;
-        j["frames"] = frames;
-        j["bilabial_frames"] = bil_frames;
-        j["rows"] = nlohmann::ordered_json::array();
-        for (const auto& r : rows)
-          j["rows"].push_back({{"method", r.method}, {"lve_mm", r.lve_mm}, {"mve_mm", r.mve_mm}, {"bilabial_gap_mm", r.bilabial_gap_mm}});
-        std::printf("%s\n", j.dump(2).c_str());
-      } else {
-        std::printf("| method | LVE (mm, max-L2) | MVE (mm) | lip gap on /p b m/ frames (mm; truth 0) |\n|---|---|---|---|\n");
-        for (const auto& r : rows)
-          std::printf("| %s | %.3f | %.3f | %.3f |\n", r.method.c_str(), r.lve_mm, r.mve_mm, r.bilabial_gap_mm);
-        std::printf("(%lld %s sequences, %lld frames, %lld bilabial closure frames; scores in mm, data in %s)\n",
-                    static_cast<long long>(seqs), a.split.c_str(), static_cast<long long>(frames),
-                    static_cast<long long>(bil_frames), data_units.c_str());
-      }
+        std::vector<std::string> names = {"audio model", "mean face (training mean deformation)", "neutral template"};
+        if (a.stream) names.insert(names.begin() + 1, "audio model, streaming");
+        std::vector<AudioScore> rows(names.size());
+        for (std::size_t k = 0; k < names.size(); ++k) rows[k].method = names[k];
+        Index frames = 0, bil_frames = 0, seqs = 0;
+        for (const auto* q : ds.sequences(data::Domain::Speech, data::split_from_string(a.split))) {
+          if (q->wav_path.empty()) continue;
+          const io::Audio au = train::load_sequence_audio(*q, model.config().fps, model.config().w2v.min_samples());
+          const Index Tn = q->num_frames();
+          Index style = default_style;
+          for (std::size_t i = 0; i < model.config().subjects.size(); ++i)
+            if (model.config().subjects[i] == q->subject) style = static_cast<Index>(i);
+          const Tensor<float> audio = Tensor<float>::from({1, static_cast<Index>(au.samples.size())}, au.samples);
+          std::vector<Tensor<float>> preds;
+          preds.push_back(model.predict_features(model.frame_features(audio, Tn), style).reshape({Tn, V, 3}));
+          if (a.stream) {
+            Tensor<float> s = model.predict_streaming(au.samples, style);
+            Tensor<float> fit({Tn, V, 3});  // frame counts can differ by one from the .npy
+            for (Index t = 0; t < Tn; ++t) fit.select(t).assign(s.select(std::min(t, s.dim(0) - 1)));
+            preds.push_back(fit);
+          }
+          Tensor<float> mf({Tn, V, 3});
+          for (Index t = 0; t < Tn; ++t) mf.select(t).assign(mean);
+          preds.push_back(mf);
+          preds.push_back(Tensor<float>({Tn, V, 3}));
+          const Tensor<float>& tmpl = ds.template_of(q->subject);
+          const Tensor<float> gt = q->deformations;
+          std::vector<std::int32_t> bil;
+          if (truth && truth->bilabial.count(q->name)) bil = truth->bilabial.at(q->name);
+          for (std::size_t k = 0; k < preds.size(); ++k) {
+            rows[k].lve_mm += metrics::lve_mm(preds[k], gt, ds.lips) * static_cast<double>(Tn);
+            rows[k].mve_mm += metrics::mve_mm(preds[k], gt) * static_cast<double>(Tn);
+            if (truth && !bil.empty()) {
+              Tensor<float> pos = preds[k].clone();
+              for (Index t = 0; t < Tn; ++t)
+                for (Index i = 0; i < V * 3; ++i) pos[t * V * 3 + i] += tmpl[i];
+              const auto gaps = metrics::lip_gaps(pos, truth->lip_pairs);
+              for (auto f : bil)
+                if (f < Tn) rows[k].bilabial_gap_mm += gaps[static_cast<std::size_t>(f)];
+            }
+          }
+          for (auto f : bil)
+            if (f < Tn) ++bil_frames;
+          frames += Tn;
+          ++seqs;
+        }
+        if (seqs == 0)
+          throw IoError(a.data, "no " + a.split + " speech sequence has a .wav (make the data with blendfuse gen-data --audio)");
+        for (auto& r : rows) {
+          r.lve_mm /= static_cast<double>(frames);
+          r.mve_mm /= static_cast<double>(frames);
+          r.bilabial_gap_mm = bil_frames ? r.bilabial_gap_mm / static_cast<double>(bil_frames) : 0.0;
+          if (!std::isfinite(r.lve_mm) || !std::isfinite(r.mve_mm) || !std::isfinite(r.bilabial_gap_mm))
+            throw IoError(a.model, "eval-audio: the scores of '" + r.method + "' are non-finite");
+        }
+        if (a.json) {
+          nlohmann::ordered_json j;
+          j["split"] = a.split;
+          j["sequences"] = seqs;
+          j["frames"] = frames;
+          j["bilabial_frames"] = bil_frames;
+          j["rows"] = nlohmann::ordered_json::array();
+          for (const auto& r : rows)
+            j["rows"].push_back({{"method", r.method}, {"lve_mm", r.lve_mm}, {"mve_mm", r.mve_mm}, {"bilabial_gap_mm", r.bilabial_gap_mm}});
+          std::printf("%s\n", j.dump(2).c_str());
+        } else {
+          std::printf("| method | LVE (mm, max-L2) | MVE (mm) | lip gap on /p b m/ frames (mm; truth 0) |\n|---|---|---|---|\n");
+          for (const auto& r : rows)
+            std::printf("| %s | %.3f | %.3f | %.3f |\n", r.method.c_str(), r.lve_mm, r.mve_mm, r.bilabial_gap_mm);
+          std::printf("(%lld %s sequences, %lld frames, %lld bilabial closure frames; scores in mm, data in %s)\n",
+                      static_cast<long long>(seqs), a.split.c_str(), static_cast<long long>(frames),
+                      static_cast<long long>(bil_frames), data_units.c_str());
+        }
+      });
     };
   });
 }

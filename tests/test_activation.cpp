@@ -4,6 +4,35 @@
 
 #include "blendfuse/ops/activation.hpp"
 
+#ifdef BLENDFUSE_WITH_ONEDNN
+#include "onednn/onednn.hpp"  // before the first OneDnn use (ODR)
+#endif
+
+namespace bft_into {
+// Exact (bit-for-bit) equality of two tensors of the same shape.
+template <class T, class B1, class B2>
+bool same(const blendfuse::Tensor<T, B1>& a, const blendfuse::Tensor<T, B2>& b) {
+  if (a.shape() != b.shape()) return false;
+  const auto ac = a.contiguous();
+  const auto bc = b.contiguous();
+  for (blendfuse::Index i = 0; i < ac.numel(); ++i)
+    if (!(ac.data()[i] == bc.data()[i])) return false;
+  return true;
+}
+inline blendfuse::Tensor<float> to_float(const blendfuse::Tensor<double>& d) {
+  blendfuse::Tensor<float> f(d.shape());
+  const auto dc = d.contiguous();
+  for (blendfuse::Index i = 0; i < f.numel(); ++i) f[i] = static_cast<float>(dc[i]);
+  return f;
+}
+inline blendfuse::Tensor<double> to_double(const blendfuse::Tensor<float>& f) {
+  blendfuse::Tensor<double> d(f.shape());
+  const auto fc = f.contiguous();
+  for (blendfuse::Index i = 0; i < d.numel(); ++i) d[i] = static_cast<double>(fc[i]);
+  return d;
+}
+}  // namespace bft_into
+
 using namespace blendfuse;
 using TD = Tensor<double>;
 
@@ -215,3 +244,45 @@ TEST_CASE("activation: shape and argument errors") {
   const auto r = ops::dropout(x, 0.5, true, rng);
   CHECK_THROWS_WITH_AS(ops::dropout_backward(TD({4, 3}), r.mask, 0.5), Contains("dropout_backward: dy has shape (4, 3) but mask has shape (3, 4)"), ShapeError);
 }
+
+TEST_CASE("activation: gelu_ in place gives exactly gelu's values (contiguous and strided, erf and tanh)") {
+  Rng rng(71);
+  for (GeluApprox ap : {GeluApprox::None, GeluApprox::Tanh}) {
+    const TD x = bft::random_tensor({3, 4, 5}, rng, 2.0);
+    TD y = x.clone();
+    ops::gelu_(y, ap);
+    CHECK(bft_into::same(y, ops::gelu(x, ap)));
+    // The old formula of wav2vec2's extractor loop: x·Φ(x) element by element.
+    for (Index i = 0; i < x.numel(); ++i) CHECK(y[i] == GeluOp<Cpu>::value(x[i], ap));
+    TD z = x.clone();
+    TD zt = z.transpose(0, 2);  // a strided view of z: every element once, in another order
+    ops::gelu_(zt, ap);
+    CHECK(bft_into::same(z, ops::gelu(x, ap)));
+    Tensor<float> f = bft_into::to_float(x);
+    const Tensor<float> ff = ops::gelu(f, ap);
+    ops::gelu_(f, ap);
+    CHECK(bft_into::same(f, ff));
+  }
+}
+
+#ifdef BLENDFUSE_WITH_ONEDNN
+TEST_CASE("activation: gelu_ on oneDNN (in place, float) matches the reference") {
+  Rng rng(72);
+  for (GeluApprox ap : {GeluApprox::None, GeluApprox::Tanh}) {
+    const Tensor<float> x = bft_into::to_float(bft::random_tensor({2, 16, 33}, rng, 2.0));
+    Tensor<float, OneDnn> y = onednn::to_onednn(x);
+    float* before = y.data();
+    ops::gelu_(y, ap);
+    CHECK(y.data() == before);  // in place
+    BFT_CHECK_CLOSE(bft_into::to_double(onednn::to_cpu(y)), bft_into::to_double(ops::gelu(x, ap)), 1e-5, 1e-6);
+    // Strided views and double run the reference on the same memory.
+    Tensor<float, OneDnn> s = onednn::to_onednn(x);
+    Tensor<float, OneDnn> st = s.transpose(1, 2);
+    ops::gelu_(st, ap);
+    CHECK(bft_into::same(onednn::to_cpu(s), ops::gelu(x, ap)));
+    Tensor<double, OneDnn> d = onednn::to_onednn(bft_into::to_double(x));
+    ops::gelu_(d, ap);
+    CHECK(bft_into::same(onednn::to_cpu(d), ops::gelu(bft_into::to_double(x), ap)));
+  }
+}
+#endif

@@ -1,10 +1,42 @@
 #include "test_util.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "blendfuse/ops/attention.hpp"
+
+#ifdef BLENDFUSE_WITH_ONEDNN
+#include "onednn/onednn.hpp"  // before the first OneDnn use (ODR)
+#endif
+
+namespace bft_into {
+// Exact (bit-for-bit) equality of two tensors of the same shape.
+template <class T, class B1, class B2>
+bool same(const blendfuse::Tensor<T, B1>& a, const blendfuse::Tensor<T, B2>& b) {
+  if (a.shape() != b.shape()) return false;
+  const auto ac = a.contiguous();
+  const auto bc = b.contiguous();
+  for (blendfuse::Index i = 0; i < ac.numel(); ++i)
+    if (!(ac.data()[i] == bc.data()[i])) return false;
+  return true;
+}
+inline blendfuse::Tensor<float> to_float(const blendfuse::Tensor<double>& d) {
+  blendfuse::Tensor<float> f(d.shape());
+  const auto dc = d.contiguous();
+  for (blendfuse::Index i = 0; i < f.numel(); ++i) f[i] = static_cast<float>(dc[i]);
+  return f;
+}
+inline blendfuse::Tensor<double> to_double(const blendfuse::Tensor<float>& f) {
+  blendfuse::Tensor<double> d(f.shape());
+  const auto fc = f.contiguous();
+  for (blendfuse::Index i = 0; i < d.numel(); ++i) d[i] = static_cast<double>(fc[i]);
+  return d;
+}
+}  // namespace bft_into
 
 using namespace blendfuse;
 using bft::random_tensor;
@@ -257,3 +289,74 @@ TEST_CASE("attention: shape errors") {
                        doctest::Contains("sdpa_backward: dout"), ShapeError);
   CHECK_THROWS_AS(ops::sdpa_backward(qh, kh, vh, Tensor<double>({N, 2, S, L}), rs.out), ShapeError);
 }
+
+TEST_CASE("attention_inference: merged sdpa over the heads (the reference is exactly sdpa)") {
+  Rng rng(101);
+  const Index N = 2, L = 5, S = 7, E = 12, H = 3;
+  const auto q = random_tensor({N, L, E}, rng), k = random_tensor({N, S, E}, rng), v = random_tensor({N, S, E}, rng);
+  const auto got = ops::attention_inference(q, k, v, H);
+  REQUIRE(got.shape() == Shape{N, L, E});
+  const auto ref = ops::merge_heads(ops::sdpa(ops::split_heads(q, H), ops::split_heads(k, H), ops::split_heads(v, H)).out);
+  CHECK(bft_into::same(got, ref));
+  // Against the formula: out[n, l, h·D + j] = Σ_s softmax_s(q·k / sqrt(D)) v[n, s, h·D + j].
+  const Index D = E / H;
+  double worst = 0;
+  for (Index n = 0; n < N; ++n)
+    for (Index h = 0; h < H; ++h)
+      for (Index l = 0; l < L; ++l) {
+        std::vector<double> p(static_cast<std::size_t>(S));
+        double mx = -kInf, sum = 0;
+        for (Index s = 0; s < S; ++s) {
+          double dot = 0;
+          for (Index j = 0; j < D; ++j) dot += q(n, l, h * D + j) * k(n, s, h * D + j);
+          p[static_cast<std::size_t>(s)] = dot / std::sqrt(double(D));
+          mx = std::max(mx, p[static_cast<std::size_t>(s)]);
+        }
+        for (auto& e : p) sum += (e = std::exp(e - mx));
+        for (Index j = 0; j < D; ++j) {
+          double o = 0;
+          for (Index s = 0; s < S; ++s) o += p[static_cast<std::size_t>(s)] / sum * v(n, s, h * D + j);
+          worst = std::max(worst, std::abs(o - got(n, l, h * D + j)));
+        }
+      }
+  CHECK(worst < 1e-12);
+  CHECK_THROWS_AS(ops::attention_inference(q, k, v, 5), ArgumentError);
+  CHECK_THROWS_AS(ops::attention_inference(q, k, random_tensor({N, S + 1, E}, rng), H), ShapeError);
+  CHECK_THROWS_AS(ops::attention_inference(random_tensor({N, L}, rng), k, v, H), ShapeError);
+}
+
+TEST_CASE("sdpa_cached_into: exactly sdpa_cached, with masks of length S or S_max, into preallocated buffers") {
+  Rng rng(102);
+  const Index N = 1, H = 2, Smax = 9, D = 4;
+  const auto q = random_tensor({N, H, 1, D}, rng);
+  const auto kc = random_tensor({N, H, Smax, D}, rng), vc = random_tensor({N, H, Smax, D}, rng);
+  const auto mfull = random_tensor({H, 1, Smax}, rng);  // any additive values
+  Tensor<double> out({N, H, 1, D}), scratch({1, Smax});
+  for (Index len = 1; len <= Smax; ++len) {
+    const auto ref = ops::sdpa_cached(q, kc, vc, len, mfull.slice(2, 0, len));
+    ops::sdpa_cached_into(out, q, kc, vc, len, mfull, SdpaParams{}, scratch);  // S_max-wide mask
+    CHECK(bft_into::same(out, ref));
+    ops::sdpa_cached_into(out, q, kc, vc, len, mfull.slice(2, 0, len), SdpaParams{}, scratch);
+    CHECK(bft_into::same(out, ref));
+    ops::sdpa_cached_into(out, q, kc, vc, len, Tensor<double>(), SdpaParams{}, scratch);
+    CHECK(bft_into::same(out, ops::sdpa_cached(q, kc, vc, len)));
+  }
+  Tensor<double> small({1, 3});
+  CHECK_THROWS_AS(ops::sdpa_cached_into(out, q, kc, vc, 5, Tensor<double>(), SdpaParams{}, small), ShapeError);
+  Tensor<double> wrong({N, H, 2, D});
+  CHECK_THROWS_AS(ops::sdpa_cached_into(wrong, q, kc, vc, 5, Tensor<double>(), SdpaParams{}, scratch), ShapeError);
+  CHECK_THROWS_AS(ops::sdpa_cached_into(out, q, kc, vc, Smax + 1, Tensor<double>(), SdpaParams{}, scratch), ArgumentError);
+  CHECK_THROWS_AS(ops::sdpa_cached_into(out, q, kc, vc, 5, random_tensor({H, 1, 4}, rng), SdpaParams{}, scratch), ShapeError);
+}
+
+#ifdef BLENDFUSE_WITH_ONEDNN
+TEST_CASE("attention_inference on oneDNN (batched GEMMs) matches the reference") {
+  Rng rng(103);
+  const Index N = 2, L = 6, E = 16, H = 4;
+  const Tensor<float> q = bft_into::to_float(random_tensor({N, L, E}, rng)), k = bft_into::to_float(random_tensor({N, L, E}, rng)),
+                      v = bft_into::to_float(random_tensor({N, L, E}, rng));
+  const auto got = ops::attention_inference(onednn::to_onednn(q), onednn::to_onednn(k), onednn::to_onednn(v), H);
+  BFT_CHECK_CLOSE(bft_into::to_double(onednn::to_cpu(got)), bft_into::to_double(ops::attention_inference(q, k, v, H)), 1e-5, 1e-6);
+  CHECK_THROWS_AS(ops::attention_inference(onednn::to_onednn(q), onednn::to_onednn(k), onednn::to_onednn(v), 3), ArgumentError);
+}
+#endif

@@ -10,9 +10,15 @@
 #include <cmath>
 #include <string>
 
+#include "onednn/onednn.hpp"  // first: before any OneDnn instantiation (ODR)
+
+#include <filesystem>
+#include <unistd.h>
+
+#include "audio_test_util.hpp"
 #include "blendfuse/nn/audio_model.hpp"
 #include "blendfuse/nn/wav2vec2.hpp"
-#include "onednn/onednn.hpp"
+#include "blendfuse/train/audio_trainer.hpp"
 
 using namespace blendfuse;
 
@@ -129,6 +135,62 @@ TEST_CASE("onednn audio: AudioModel with a oneDNN encoder predicts what the refe
   expect_match("predict", r, d, 1e-7);
   std::vector<float> a(audio.data(), audio.data() + audio.numel());
   expect_match("predict_streaming", ref.predict_streaming(a, 0), dut.predict_streaming(a, 0), 1e-7);
+}
+
+TEST_CASE("onednn audio: AudioTrainer<OneDnn> trains like the reference; its checkpoint resumes on the reference") {
+  const nn::AudioModelConfig cfg = bft::tiny_audio_config(6, {"S0", "S1"});
+  Rng rng(7);
+  std::vector<train::AudioSample> samples;
+  for (int s = 0; s < 4; ++s) {
+    train::AudioSample x;
+    x.name = "S" + std::to_string(s % 2) + "_seq" + std::to_string(s);
+    x.subject = s % 2;
+    const Index Tn = 12 + 3 * s;
+    x.features = CT({1, Tn, cfg.w2v.conv_channels()});
+    fill_normal(x.features, rng, 1.0f);
+    x.target = CT({1, Tn, 18});
+    fill_normal(x.target, rng, 1.0f);
+    samples.push_back(std::move(x));
+  }
+  const auto dir = std::filesystem::temp_directory_path() / ("bf_onednn_audio_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto config = [&](const std::string& ckpt, int epochs) {
+    train::AudioTrainConfig tc;
+    tc.epochs = epochs;
+    tc.batch = 2;
+    tc.lr = 3e-3;
+    tc.progress = false;
+    tc.scheduled_sampling = 0.5;
+    tc.checkpoint = (dir / ckpt).string();
+    std::filesystem::remove(tc.checkpoint);
+    return tc;
+  };
+  nn::AudioModel<float, Cpu> ref(cfg);
+  nn::AudioModel<float, OneDnn> dut(cfg);
+  ref.init();
+  dut.init();
+  train::AudioTrainer<Cpu> tr(ref, config("ref.ckpt", 2));
+  train::AudioTrainer<OneDnn> td(dut, config("dut.ckpt", 1));
+  const auto sr = tr.fit(samples, {});
+  const auto sd = td.fit(samples, {});
+  REQUIRE(sr.size() == 2u);
+  REQUIRE(sd.size() == 1u);
+  CHECK(std::abs(sd[0].train_mse - sr[0].train_mse) <= 1e-4 * sr[0].train_mse);  // epoch 1 on both backends
+  // The oneDNN run's checkpoint (host tensors) resumes on the reference backend for epoch 2.
+  nn::AudioModel<float, Cpu> resumed(cfg);
+  resumed.init();
+  auto tc = config("unused.ckpt", 2);
+  tc.checkpoint = (dir / "dut.ckpt").string();
+  tc.resume = true;
+  train::AudioTrainer<Cpu> tres(resumed, tc);
+  const auto s2 = tres.fit(samples, {});
+  REQUIRE(s2.size() == 1u);
+  CHECK(tres.epochs_done() == 2);
+  CHECK(std::abs(s2[0].train_mse - sr[1].train_mse) <= 1e-3 * sr[1].train_mse);
+  auto pr = ref.trainable_parameters(), pd = resumed.trainable_parameters();
+  REQUIRE(pr.size() == pd.size());
+  for (std::size_t i = 0; i < pr.size(); ++i) expect_match("trained " + pr[i]->name, pr[i]->value, pd[i]->value, 1e-6);
+  std::filesystem::remove_all(dir);
 }
 
 #else  // !BLENDFUSE_WITH_ONEDNN

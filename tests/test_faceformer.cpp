@@ -412,6 +412,33 @@ TEST_CASE("faceformer: with a window, steps never allocate, however long the seq
   for (float v : out) CHECK(std::isfinite(v));
 }
 
+TEST_CASE("faceformer: a copied stream is independent (deep copy of caches and state)") {
+  FaceFormerConfig c = small_config();
+  c.attention_window = 6;
+  FaceFormer<double> m(c);
+  randomize(m, 5);
+  Rng rng(6);
+  const Tensor<double> audio = random_t<double>({1, 20, 5}, rng);
+  auto a = m.stream();
+  a.start(Index(1));
+  for (Index t = 0; t < 9; ++t) a.step(audio.select(0).select(t));
+  auto b = a;  // copy mid-sequence (ring already wrapped)
+  CHECK(b.frames() == a.frames());
+  // Stepping the copy must not disturb the original: both continue identically.
+  const Tensor<double> ob = b.step(audio.select(0).select(9));
+  const Tensor<double> oa = a.step(audio.select(0).select(9));
+  for (Index k = 0; k < oa.numel(); ++k) CHECK(oa[k] == ob[k]);
+  auto d = m.stream();
+  d = b;  // copy assignment
+  for (Index t = 10; t < 14; ++t) {
+    const Tensor<double> x = b.step(audio.select(0).select(t)), y = d.step(audio.select(0).select(t));
+    for (Index k = 0; k < x.numel(); ++k) CHECK(x[k] == y[k]);
+  }
+  // And the stream equals the whole-sequence prediction.
+  const Tensor<double> pred = m.predict(audio, m.one_hot(1));
+  for (Index k = 0; k < oa.numel(); ++k) CHECK(oa[k] == doctest::Approx(pred(0, 9, k)).epsilon(1e-12));
+}
+
 TEST_CASE("faceformer: config JSON and validation") {
   FaceFormerConfig c = small_config();
   const auto back = FaceFormerConfig::from_json(c.to_json());

@@ -4,6 +4,35 @@
 
 #include "blendfuse/ops/linear.hpp"
 
+#ifdef BLENDFUSE_WITH_ONEDNN
+#include "onednn/onednn.hpp"  // before the first OneDnn use (ODR)
+#endif
+
+namespace bft_into {
+// Exact (bit-for-bit) equality of two tensors of the same shape.
+template <class T, class B1, class B2>
+bool same(const blendfuse::Tensor<T, B1>& a, const blendfuse::Tensor<T, B2>& b) {
+  if (a.shape() != b.shape()) return false;
+  const auto ac = a.contiguous();
+  const auto bc = b.contiguous();
+  for (blendfuse::Index i = 0; i < ac.numel(); ++i)
+    if (!(ac.data()[i] == bc.data()[i])) return false;
+  return true;
+}
+inline blendfuse::Tensor<float> to_float(const blendfuse::Tensor<double>& d) {
+  blendfuse::Tensor<float> f(d.shape());
+  const auto dc = d.contiguous();
+  for (blendfuse::Index i = 0; i < f.numel(); ++i) f[i] = static_cast<float>(dc[i]);
+  return f;
+}
+inline blendfuse::Tensor<double> to_double(const blendfuse::Tensor<float>& f) {
+  blendfuse::Tensor<double> d(f.shape());
+  const auto fc = f.contiguous();
+  for (blendfuse::Index i = 0; i < d.numel(); ++i) d[i] = static_cast<double>(fc[i]);
+  return d;
+}
+}  // namespace bft_into
+
 using namespace blendfuse;
 using bft::random_tensor;
 
@@ -166,3 +195,44 @@ TEST_CASE("linear and matmul: shape errors") {
   CHECK_THROWS_WITH_AS(ops::matmul_backward(a, bm, Tensor<double>({2, 3, 4})),
                        doctest::Contains("dC (2, 3, 4)"), ShapeError);
 }
+
+TEST_CASE("linear_into: exactly linear's values into a preallocated output; errors") {
+  Rng rng(91);
+  const auto x = random_tensor({2, 3, 7}, rng), w = random_tensor({5, 7}, rng), b = random_tensor({5}, rng);
+  Tensor<double> y({2, 3, 5});
+  ops::linear_into(y, x, w, b);
+  CHECK(bft_into::same(y, ops::linear(x, w, b)));
+  ops::linear_into(y, x, w);
+  CHECK(bft_into::same(y, ops::linear(x, w)));
+  const auto xs = x.transpose(0, 1).clone().transpose(0, 1);  // strided input, same values
+  REQUIRE(!xs.is_contiguous());
+  ops::linear_into(y, xs, w, b);
+  CHECK(bft_into::same(y, ops::linear(x, w, b)));
+  Tensor<float> yf({2, 3, 5});
+  const Tensor<float> xf = bft_into::to_float(x), wf = bft_into::to_float(w), bf = bft_into::to_float(b);
+  ops::linear_into(yf, xf, wf, bf);
+  CHECK(bft_into::same(yf, ops::linear(xf, wf, bf)));
+  Tensor<double> bad({2, 3, 4});
+  CHECK_THROWS_AS(ops::linear_into(bad, x, w, b), ShapeError);
+  Tensor<double> bad_lead({3, 2, 5});
+  CHECK_THROWS_AS(ops::linear_into(bad_lead, x, w, b), ShapeError);
+  Tensor<double> sq = random_tensor({2, 5}, rng);
+  CHECK_THROWS_AS(ops::linear_into(sq, sq, random_tensor({5, 5}, rng)), ArgumentError);  // aliasing
+}
+
+#ifdef BLENDFUSE_WITH_ONEDNN
+TEST_CASE("linear_into on oneDNN matches the reference") {
+  Rng rng(92);
+  const Tensor<float> x = bft_into::to_float(random_tensor({4, 33}, rng)), w = bft_into::to_float(random_tensor({17, 33}, rng)),
+                      b = bft_into::to_float(random_tensor({17}, rng));
+  Tensor<float, OneDnn> y({4, 17});
+  ops::linear_into(y, onednn::to_onednn(x), onednn::to_onednn(w), onednn::to_onednn(b));
+  BFT_CHECK_CLOSE(bft_into::to_double(onednn::to_cpu(y)), bft_into::to_double(ops::linear(x, w, b)), 1e-5, 1e-5);
+  Tensor<double, OneDnn> yd({4, 17});
+  ops::linear_into(yd, onednn::to_onednn(bft_into::to_double(x)), onednn::to_onednn(bft_into::to_double(w)),
+                   onednn::to_onednn(bft_into::to_double(b)));
+  CHECK(bft_into::same(onednn::to_cpu(yd), ops::linear(bft_into::to_double(x), bft_into::to_double(w), bft_into::to_double(b))));
+  Tensor<float, OneDnn> bad({4, 16});
+  CHECK_THROWS_AS(ops::linear_into(bad, onednn::to_onednn(x), onednn::to_onednn(w), onednn::to_onednn(b)), ShapeError);
+}
+#endif

@@ -4,6 +4,35 @@
 
 #include "blendfuse/ops/norm.hpp"
 
+#ifdef BLENDFUSE_WITH_ONEDNN
+#include "onednn/onednn.hpp"  // before the first OneDnn use (ODR)
+#endif
+
+namespace bft_into {
+// Exact (bit-for-bit) equality of two tensors of the same shape.
+template <class T, class B1, class B2>
+bool same(const blendfuse::Tensor<T, B1>& a, const blendfuse::Tensor<T, B2>& b) {
+  if (a.shape() != b.shape()) return false;
+  const auto ac = a.contiguous();
+  const auto bc = b.contiguous();
+  for (blendfuse::Index i = 0; i < ac.numel(); ++i)
+    if (!(ac.data()[i] == bc.data()[i])) return false;
+  return true;
+}
+inline blendfuse::Tensor<float> to_float(const blendfuse::Tensor<double>& d) {
+  blendfuse::Tensor<float> f(d.shape());
+  const auto dc = d.contiguous();
+  for (blendfuse::Index i = 0; i < f.numel(); ++i) f[i] = static_cast<float>(dc[i]);
+  return f;
+}
+inline blendfuse::Tensor<double> to_double(const blendfuse::Tensor<float>& f) {
+  blendfuse::Tensor<double> d(f.shape());
+  const auto fc = f.contiguous();
+  for (blendfuse::Index i = 0; i < d.numel(); ++i) d[i] = static_cast<double>(fc[i]);
+  return d;
+}
+}  // namespace bft_into
+
 using namespace blendfuse;
 using TD = Tensor<double>;
 
@@ -222,3 +251,79 @@ TEST_CASE("norm: shape and argument errors") {
   CHECK_THROWS_AS(ops::layer_norm_backward(x, g6, l.mean, l.rstd, x), ShapeError);
   CHECK_THROWS_AS(ops::layer_norm_backward(x, TD(), l.rstd.reshape({12}), l.rstd, x), ShapeError);
 }
+
+TEST_CASE("norm: group_norm_ in place gives exactly group_norm's y (any groups, with and without affine)") {
+  Rng rng(81);
+  const TD x = bft::random_tensor({2, 6, 7}, rng, 3.0);
+  const TD g = bft::random_tensor({6}, rng), b = bft::random_tensor({6}, rng);
+  for (Index groups : {Index(1), Index(2), Index(6)}) {
+    TD y = x.clone();
+    ops::group_norm_(y, groups, g, b, 1e-5);
+    CHECK(bft_into::same(y, ops::group_norm(x, groups, g, b, 1e-5).y));
+    TD n = x.clone();
+    ops::group_norm_(n, groups);
+    CHECK(bft_into::same(n, ops::group_norm(x, groups).y));
+    Tensor<float> f = bft_into::to_float(x);
+    const Tensor<float> fg = bft_into::to_float(g), fb = bft_into::to_float(b);
+    const Tensor<float> fy = ops::group_norm(f, groups, fg, fb, 1e-5).y;
+    ops::group_norm_(f, groups, fg, fb, 1e-5);
+    CHECK(bft_into::same(f, fy));
+  }
+  TD strided = x.transpose(1, 2);
+  CHECK_THROWS_AS(ops::group_norm_(strided, 7), ShapeError);
+  TD y = x.clone();
+  CHECK_THROWS_AS(ops::group_norm_(y, 4), ShapeError);
+  CHECK_THROWS_AS(ops::group_norm_(y, 6, bft::random_tensor({5}, rng)), ShapeError);
+  CHECK_THROWS_AS(ops::group_norm_(y, 6, TD(), TD(), -1.0), ArgumentError);
+}
+
+TEST_CASE("norm: layer_norm_into gives exactly layer_norm's y, also in place and from strided input") {
+  Rng rng(82);
+  const TD x = bft::random_tensor({3, 4, 9}, rng, 2.0);
+  const TD g = bft::random_tensor({9}, rng), b = bft::random_tensor({9}, rng);
+  const TD ref = ops::layer_norm(x, g, b, 1e-5).y;
+  TD y(x.shape());
+  ops::layer_norm_into(y, x, g, b, 1e-5);
+  CHECK(bft_into::same(y, ref));
+  TD inplace = x.clone();
+  ops::layer_norm_into(inplace, inplace, g, b, 1e-5);
+  CHECK(bft_into::same(inplace, ref));
+  const TD xt = x.transpose(0, 1).clone().transpose(0, 1);  // same values, strided
+  REQUIRE(!xt.is_contiguous());
+  TD ys(x.shape());
+  ops::layer_norm_into(ys, xt, g, b, 1e-5);
+  CHECK(bft_into::same(ys, ref));
+  TD bad({3, 4, 8});
+  CHECK_THROWS_AS(ops::layer_norm_into(bad, x, g, b, 1e-5), ShapeError);
+  TD bad_strided = TD({4, 3, 9}).transpose(0, 1);
+  CHECK_THROWS_AS(ops::layer_norm_into(bad_strided, x, g, b, 1e-5), ShapeError);
+  CHECK_THROWS_AS(ops::layer_norm_into(y, x, bft::random_tensor({8}, rng), b, 1e-5), ShapeError);
+}
+
+#ifdef BLENDFUSE_WITH_ONEDNN
+TEST_CASE("norm: group_norm_ and layer_norm_into on oneDNN match the reference") {
+  Rng rng(83);
+  const Tensor<float> x = bft_into::to_float(bft::random_tensor({2, 8, 50}, rng, 3.0));
+  const Tensor<float> g = bft_into::to_float(bft::random_tensor({8}, rng)), b = bft_into::to_float(bft::random_tensor({8}, rng));
+  for (Index groups : {Index(8), Index(2)}) {  // per-channel route (groups == C) and the reference fallback
+    Tensor<float, OneDnn> y = onednn::to_onednn(x);
+    ops::group_norm_(y, groups, onednn::to_onednn(g), onednn::to_onednn(b), 1e-5);
+    const Tensor<float> ref = ops::group_norm(x, groups, g, b, 1e-5).y;
+    BFT_CHECK_CLOSE(bft_into::to_double(onednn::to_cpu(y)), bft_into::to_double(ref), 1e-5, 1e-5);
+    if (groups != 8) CHECK(bft_into::same(onednn::to_cpu(y), ref));
+  }
+  Tensor<float, OneDnn> strided = onednn::to_onednn(x).transpose(1, 2);
+  CHECK_THROWS_AS(ops::group_norm_(strided, 50), ShapeError);
+  // group_norm forward / backward on OneDnn tensors: the reference on the same memory.
+  const auto fo = ops::group_norm(onednn::to_onednn(x), 2, onednn::to_onednn(g), onednn::to_onednn(b), 1e-5);
+  CHECK(bft_into::same(onednn::to_cpu(fo.y), ops::group_norm(x, 2, g, b, 1e-5).y));
+
+  const Tensor<float> xl = bft_into::to_float(bft::random_tensor({3, 5, 16}, rng, 2.0));
+  const Tensor<float> gl = bft_into::to_float(bft::random_tensor({16}, rng)), bl = bft_into::to_float(bft::random_tensor({16}, rng));
+  Tensor<float, OneDnn> yl({3, 5, 16});
+  ops::layer_norm_into(yl, onednn::to_onednn(xl), onednn::to_onednn(gl), onednn::to_onednn(bl), 1e-5);
+  BFT_CHECK_CLOSE(bft_into::to_double(onednn::to_cpu(yl)), bft_into::to_double(ops::layer_norm(xl, gl, bl, 1e-5).y), 1e-5, 1e-5);
+  Tensor<float, OneDnn> bad({3, 5, 15});
+  CHECK_THROWS_AS(ops::layer_norm_into(bad, onednn::to_onednn(xl), onednn::to_onednn(gl), onednn::to_onednn(bl), 1e-5), ShapeError);
+}
+#endif

@@ -166,6 +166,22 @@ struct GeluOp<OneDnn> {
     }
   }
 
+  /// In place on x: float contiguous tensors run the eltwise primitive with src == dst (no
+  /// second buffer); strided views and double use the reference loop on the same memory.
+  template <class T>
+  static void forward_inplace(Tensor<T, OneDnn>& x, GeluApprox approx) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (x.is_contiguous()) {
+        if (x.numel() > 0)
+          onednn::detail::eltwise_forward_f32(onednn::detail::gelu_alg(approx), x.numel(), x.data(),
+                                              x.data());
+        return;
+      }
+    }
+    Tensor<T, Cpu> v = onednn::view_as_cpu(x);
+    GeluOp<Cpu>::forward_inplace(v, approx);
+  }
+
   template <class T>
   static Tensor<T, OneDnn> backward(const Tensor<T, OneDnn>& x, const Tensor<T, OneDnn>& dy,
                                     GeluApprox approx) {

@@ -137,6 +137,35 @@ struct LinearOp<OneDnn> {
         onednn::view_as_cpu(x), onednn::view_as_cpu(w), onednn::view_as_cpu(b)));
   }
 
+  /// Inference forward into a preallocated contiguous y (float: one matmul primitive writing y;
+  /// double or an unsupported shape: the reference on the same memory).
+  template <class T>
+  static void forward_into(TensorT<T>& y, const TensorT<T>& x, const TensorT<T>& w, const TensorT<T>& b) {
+    namespace od = onednn::detail;
+    if constexpr (std::is_same_v<T, float>) {
+      LinearOp<Cpu>::check<float>(onednn::view_as_cpu(x), onednn::view_as_cpu(w), nullptr);
+      if (!b.empty())
+        BF_CHECK(b.ndim() == 1 && b.dim(0) == w.dim(0), ShapeError, "linear: bias ",
+                 b.shape_string(), " does not match weight ", w.shape_string());
+      const Index rows = LinearOp<Cpu>::check_into<float>(onednn::view_as_cpu(y), onednn::view_as_cpu(x),
+                                                          onednn::view_as_cpu(w));
+      const Index in = w.dim(1), out = w.dim(0);
+      if (in > 0 && out > 0 && rows > 0) {
+        const TensorT<float> xc = x.contiguous(), wc = w.contiguous();
+        TensorT<float> bc;
+        if (!b.empty()) bc = b.contiguous();
+        const od::MatDesc bias = od::plain_mat({1, out});
+        if (od::matmul_exec(od::plain_mat({rows, in}), xc.data(), od::mat_view({out, in}, true),
+                            wc.data(), b.empty() ? nullptr : &bias, b.empty() ? nullptr : bc.data(),
+                            od::plain_mat({rows, out}), y.data()))
+          return;
+      }
+    }
+    Tensor<T, Cpu> yv = onednn::view_as_cpu(y);
+    LinearOp<Cpu>::template forward_into<T>(yv, onednn::view_as_cpu(x), onednn::view_as_cpu(w),
+                                            onednn::view_as_cpu(b));
+  }
+
   template <class T>
   static LinearGrads<T, OneDnn> backward(const TensorT<T>& x, const TensorT<T>& w,
                                          const TensorT<T>& dy, bool need_bias_grad = true) {

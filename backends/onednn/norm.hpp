@@ -491,6 +491,63 @@ struct InstanceNormOp<OneDnn> {
   }
 };
 
+/// Group norm on OneDnn tensors: forward / backward are the reference on the same memory
+/// (oneDNN 2.6 has no group-norm primitive); the in-place inference form has a single-pass
+/// per-channel route for groups == C (wav2vec 2.0's GroupNorm(512, 512)): statistics in double,
+/// then y = a·x + c with a, c rounded to T — no second (C, T) buffer and no double per element.
+template <>
+struct GroupNormOp<OneDnn> {
+  template <class T>
+  static NormResult<T, OneDnn> forward(const Tensor<T, OneDnn>& x, Index groups,
+                                       const Tensor<T, OneDnn>& gamma, const Tensor<T, OneDnn>& beta,
+                                       double eps) {
+    return onednn::detail::norm_result_back(GroupNormOp<Cpu>::forward(
+        onednn::view_as_cpu(x), groups, onednn::view_as_cpu(gamma), onednn::view_as_cpu(beta), eps));
+  }
+
+  template <class T>
+  static NormGrads<T, OneDnn> backward(const Tensor<T, OneDnn>& x, Index groups,
+                                       const Tensor<T, OneDnn>& gamma, const Tensor<T, OneDnn>& mean,
+                                       const Tensor<T, OneDnn>& rstd, const Tensor<T, OneDnn>& dy) {
+    return onednn::detail::norm_grads_back(GroupNormOp<Cpu>::backward(
+        onednn::view_as_cpu(x), groups, onednn::view_as_cpu(gamma), onednn::view_as_cpu(mean),
+        onednn::view_as_cpu(rstd), onednn::view_as_cpu(dy)));
+  }
+
+  template <class T>
+  static void forward_inplace(Tensor<T, OneDnn>& x, Index groups, const Tensor<T, OneDnn>& gamma,
+                              const Tensor<T, OneDnn>& beta, double eps) {
+    const bool per_channel = x.ndim() >= 2 && x.numel() > 0 && groups == x.dim(1) && x.is_contiguous() &&
+                             detail::norm_has(gamma) && detail::norm_has(beta);
+    if (!per_channel) {
+      Tensor<T, Cpu> v = onednn::view_as_cpu(x);
+      GroupNormOp<Cpu>::forward_inplace(v, groups, onednn::view_as_cpu(gamma),
+                                        onednn::view_as_cpu(beta), eps);
+      return;
+    }
+    const Index B = x.dim(0), C = x.dim(1), Tn = x.numel() / (B * C);
+    detail::norm_check_param(gamma, C, "group_norm_", "gamma", x);
+    detail::norm_check_param(beta, C, "group_norm_", "beta", x);
+    detail::norm_check_eps(eps, "group_norm_");
+    const Tensor<T, OneDnn> g = gamma.contiguous(), b = beta.contiguous();
+    for (Index n = 0; n < B; ++n)
+      for (Index ch = 0; ch < C; ++ch) {
+        T* p = x.data() + (n * C + ch) * Tn;
+        double s = 0, ss = 0;
+        for (Index t = 0; t < Tn; ++t) s += static_cast<double>(p[t]);
+        const double mean = s / static_cast<double>(Tn);
+        for (Index t = 0; t < Tn; ++t) {
+          const double d = static_cast<double>(p[t]) - mean;
+          ss += d * d;
+        }
+        const double rstd = 1.0 / std::sqrt(ss / static_cast<double>(Tn) + eps);
+        const T a = static_cast<T>(rstd * static_cast<double>(g[ch]));
+        const T c0 = static_cast<T>(static_cast<double>(b[ch]) - mean * rstd * static_cast<double>(g[ch]));
+        for (Index t = 0; t < Tn; ++t) p[t] = a * p[t] + c0;
+      }
+  }
+};
+
 /// Layer norm over the last dim on oneDNN; float only, double falls back.
 template <>
 struct LayerNormOp<OneDnn> {
@@ -531,6 +588,44 @@ struct LayerNormOp<OneDnn> {
     }
     return od::norm_result_back(LayerNormOp<Cpu>::forward(
         onednn::view_as_cpu(x), onednn::view_as_cpu(gamma), onednn::view_as_cpu(beta), eps));
+  }
+
+  /// Inference forward into a preallocated contiguous y (float: the layer-norm primitive writing
+  /// y directly; double and empty tensors: the reference on the same memory).
+  template <class T>
+  static void forward_into(Tensor<T, OneDnn>& y, const Tensor<T, OneDnn>& x,
+                           const Tensor<T, OneDnn>& gamma, const Tensor<T, OneDnn>& beta, double eps) {
+    namespace od = onednn::detail;
+    if constexpr (std::is_same_v<T, float>) {
+      if (x.ndim() >= 1 && x.numel() > 0) {
+        detail::norm_check_param(gamma, x.dim(-1), "layer_norm_into", "gamma", x);
+        detail::norm_check_param(beta, x.dim(-1), "layer_norm_into", "beta", x);
+        detail::norm_check_eps(eps, "layer_norm_into");
+        BF_CHECK(y.shape() == x.shape() && y.is_contiguous(), ShapeError, "layer_norm_into: output ",
+                 y.shape_string(), " must be contiguous with the shape of x ", x.shape_string());
+        const Index d = x.dim(-1), rows = x.numel() / d;
+        const float feps = static_cast<float>(eps);
+        const auto e = od::PrimitiveCache::instance().get<od::LnFwd>(
+            od::make_key("layer_norm_fwd", rows, d, feps), [&] {
+              return std::make_shared<od::LnFwd>(
+                  od::LnFwd{dnnl::layer_normalization_forward(od::ln_fwd_pd(rows, d, feps))});
+            });
+        const Tensor<float, OneDnn> xc = x.contiguous();
+        std::vector<float> mean(static_cast<std::size_t>(rows)), var(static_cast<std::size_t>(rows));
+        const auto scale = od::param_or(gamma, d, 1.f), shift = od::param_or(beta, d, 0.f);
+        const auto md = od::plain_md({rows, d}), smd = od::plain_md({rows}), pmd = od::plain_md({d});
+        od::run(e->prim, {{DNNL_ARG_SRC, od::wrap(md, xc.data())},
+                          {DNNL_ARG_DST, od::wrap(md, y.data())},
+                          {DNNL_ARG_MEAN, od::wrap(smd, mean.data())},
+                          {DNNL_ARG_VARIANCE, od::wrap(smd, var.data())},
+                          {DNNL_ARG_SCALE, od::wrap(pmd, scale.data())},
+                          {DNNL_ARG_SHIFT, od::wrap(pmd, shift.data())}});
+        return;
+      }
+    }
+    Tensor<T, Cpu> yv = onednn::view_as_cpu(y);
+    LayerNormOp<Cpu>::forward_into(yv, onednn::view_as_cpu(x), onednn::view_as_cpu(gamma),
+                                   onednn::view_as_cpu(beta), eps);
   }
 
   template <class T>

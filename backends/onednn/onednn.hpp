@@ -6,6 +6,8 @@
 //   instance norm, layer norm (+ bwd)    InstanceNormOp<OneDnn>, LayerNormOp<OneDnn>  onednn/norm.hpp
 //   linear, matmul (+ backward)          LinearOp<OneDnn>, MatmulOp<OneDnn>    onednn/linear.hpp
 //   relu, gelu, softmax (+ backward)     ReluOp / GeluOp / SoftmaxOp<OneDnn>   onednn/activation.hpp
+//   in-place gelu_, group_norm_          GeluOp / GroupNormOp<OneDnn>          onednn/activation.hpp, norm.hpp
+//   inference attention (batched GEMMs)  AttentionInferenceOp<OneDnn>          onednn/attention.hpp
 // plus fused variants that compose on other backends:
 //   onednn::conv2d_relu(_backward)         conv with a ReLU post-op
 //   onednn::instance_norm_relu(_backward)  norm + ReLU in one pass each way (training)
@@ -13,8 +15,8 @@
 //   cached blocked weights)           ConvInReluOp<OneDnn>                onednn/conv_in_relu.hpp
 // Instance norm has two routes (layer norm over (N·C, L), default; batch norm over
 // (1, N·C, 1, L) with fuse_norm_relu): onednn::set_instance_norm_route, see onednn/norm.hpp.
-// Ops without a specialisation (group norm, dropout, attention's own loops, interp) run the
-// reference implementation on the same host memory; attention's projections go through
+// Ops without a oneDNN primitive (group norm's forward/backward, dropout, sdpa's own loops, interp)
+// run the reference implementation on the same host memory; attention's projections go through
 // LinearOp<OneDnn>.
 //
 // Element types: float runs on oneDNN; double runs the reference on the same memory (so gradient
@@ -39,6 +41,7 @@
 
 #include "onednn/common.hpp"
 #include "onednn/activation.hpp"
+#include "onednn/attention.hpp"
 #include "onednn/conv.hpp"
 #include "onednn/linear.hpp"
 #include "onednn/norm.hpp"

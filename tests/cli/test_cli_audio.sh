@@ -32,6 +32,20 @@ expect_ok "speak --stream" "$BF" speak --model "$T/a.safetensors" --wav "$W" --s
 expect_ok "speak --backend cpu" "$BF" speak --model "$T/a.safetensors" --wav "$W" --backend cpu --out "$T/s3.npy"
 [ "$(wc -c < "$T/s3.npy")" = "$(wc -c < "$T/s.npy")" ] && ok || bad "speak --backend cpu: output size differs"
 expect_err "bad backend" "--backend" "$BF" speak --model "$T/a.safetensors" --wav "$W" --backend gpu --out "$T/x.npy"
+# --backend on the other audio commands: the reference trains reproducibly (byte-identical model
+# files), every backend's model file loads everywhere, eval-audio and features run on both
+expect_ok "train-audio --backend cpu" "$BF" train-audio --data "$T/data" --out "$T/c1.safetensors" --config "$T/cfg.json" --epochs 1 --quiet --backend cpu
+expect_ok "train-audio --backend cpu again" "$BF" train-audio --data "$T/data" --out "$T/c2.safetensors" --config "$T/cfg.json" --epochs 1 --quiet --backend cpu
+cmp -s "$T/c1.safetensors" "$T/c2.safetensors" && ok || bad "train-audio --backend cpu is not reproducible"
+expect_ok "speak --backend cpu on a reference-trained model" "$BF" speak --model "$T/c1.safetensors" --wav "$W" --backend cpu --out "$T/c1.npy"
+expect_err "train-audio bad backend" "--backend" "$BF" train-audio --data "$T/data" --out "$T/z.safetensors" --config "$T/cfg.json" --epochs 1 --backend gpu
+expect_ok "eval-audio --backend cpu" "$BF" eval-audio --model "$T/a.safetensors" --data "$T/data" --json --backend cpu
+grep -q '"lve_mm"' "$T/out.txt" && ok || bad "eval-audio --backend cpu JSON lacks rows"
+expect_err "eval-audio bad backend" "--backend" "$BF" eval-audio --model "$T/a.safetensors" --data "$T/data" --backend gpu
+expect_ok "features --backend cpu" "$BF" features --model "$T/a.safetensors" --wav "$W" --backend cpu --out "$T/f1.npy"
+expect_ok "features (default backend)" "$BF" features --model "$T/a.safetensors" --wav "$W" --out "$T/f2.npy"
+[ -s "$T/f1.npy" ] && [ "$(wc -c < "$T/f1.npy")" = "$(wc -c < "$T/f2.npy")" ] && ok || bad "features: backends give different shapes"
+expect_err "features bad backend" "--backend" "$BF" features --model "$T/a.safetensors" --wav "$W" --backend gpu --out "$T/x.npy"
 expect_ok "speak --text" "$BF" speak --model "$T/a.safetensors" --text "Bob bought maybe five apples." --out "$T/t.npy" --out-wav "$T/t.wav"
 [ -s "$T/s.npy" ] && [ -s "$T/s2.npy" ] && [ -s "$T/t.npy" ] && [ -s "$T/t.wav" ] && ok || bad "speak outputs missing"
 expect_ok "eval-audio" "$BF" eval-audio --model "$T/a.safetensors" --data "$T/data" --json

@@ -155,9 +155,10 @@ struct AudioModelConfig {
   }
 };
 
-/// T: element type. EncBackend: the backend the wav2vec 2.0 encoder runs on (Cpu = reference,
-/// OneDnn); the decoder's step is Eigen code on the host either way, and every tensor this class
-/// takes or returns is a host Tensor<T>.
+/// T: element type. EncBackend: the host backend the wav2vec 2.0 encoder runs on (Cpu = the
+/// reference, or another backend's specialised ops); the decoder runs the reference ops on the
+/// host either way, and every tensor this class takes or returns is a host Tensor<T>. A TU that
+/// instantiates a non-reference EncBackend includes that backend's header first.
 template <class T, class EncBackend = Cpu>
 class AudioModel {
  public:

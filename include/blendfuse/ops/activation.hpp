@@ -6,7 +6,8 @@
 //   gradient at exactly 0 is 0, as in PyTorch.
 // * gelu(x, approx) → y, any shape: x·Φ(x) with the exact erf form (PyTorch's default
 //   approximate='none') or the tanh approximation (approximate='tanh').
-//   gelu_backward(x, dy, approx) → dx.
+//   gelu_backward(x, dy, approx) → dx. gelu_(x, approx) applies it in place (inference: no second
+//   buffer; x may be a strided view).
 // * softmax(x) → y over the last dimension of x (..., D) (max-subtracted, stable).
 //   softmax_backward(y, dy) → dx = y·(dy - Σ_last dy·y), from the saved output.
 // * dropout(x, p, training, rng) → {y, mask}: in training each element is kept with probability
@@ -25,6 +26,7 @@
 #include "blendfuse/core/error.hpp"
 #include "blendfuse/core/rng.hpp"
 #include "blendfuse/core/tensor.hpp"
+#include "blendfuse/ops/dense_check.hpp"
 
 namespace blendfuse {
 
@@ -71,6 +73,10 @@ struct ReluOp {
   static void forward_inplace(Tensor<T, Backend>& x) {
     detail::act_static_checks<T, Backend>();
     T* p = x.data();
+    if (detail::is_contiguous_noalloc(x)) {  // allocation-free (inference steps)
+      for (Index i = 0, n = x.numel(); i < n; ++i) p[i] = p[i] > T(0) ? p[i] : T(0);
+      return;
+    }
     x.for_each_offset([&](Index off) { p[off] = p[off] > T(0) ? p[off] : T(0); });
   }
 
@@ -95,6 +101,19 @@ struct GeluOp {
     Tensor<T, Backend> y = x.clone();
     for (Index i = 0; i < y.numel(); ++i) y[i] = value(y[i], approx);
     return y;
+  }
+
+  /// In place on x (which may be a strided view); the same values as forward().
+  template <class T>
+  static void forward_inplace(Tensor<T, Backend>& x, GeluApprox approx) {
+    detail::act_static_checks<T, Backend>();
+    T* p = x.data();
+    if (detail::is_contiguous_noalloc(x)) {
+      const Index n = x.numel();
+      for (Index i = 0; i < n; ++i) p[i] = value(p[i], approx);
+      return;
+    }
+    x.for_each_offset([&](Index off) { p[off] = value(p[off], approx); });
   }
 
   template <class T>
@@ -259,6 +278,12 @@ Tensor<T, B> relu_backward(const Tensor<T, B>& y, const Tensor<T, B>& dy) {
 template <class T, class B>
 Tensor<T, B> gelu(const Tensor<T, B>& x, GeluApprox approx = GeluApprox::None) {
   return GeluOp<B>::forward(x, approx);
+}
+
+/// GELU in place on x (any shape, x may be a strided view); the values of gelu(x, approx).
+template <class T, class B>
+void gelu_(Tensor<T, B>& x, GeluApprox approx = GeluApprox::None) {
+  GeluOp<B>::forward_inplace(x, approx);
 }
 
 /// dx = dy · gelu'(x).

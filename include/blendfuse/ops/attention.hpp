@@ -144,10 +144,12 @@ Tensor<T, B> unit_last_stride(const Tensor<T, B>& t) {
   return (t.ndim() > 0 && t.stride(-1) == 1) ? t : t.contiguous();
 }
 
-/// Matrix (rows, cols) of head (n, h) of a 4-d tensor with unit last stride.
+/// Matrix (rows, cols) of head (n, h) of a 4-d tensor with unit last stride: its first `rows`
+/// positions (default: all of dim 2).
 template <class T, class B>
-StridedConstMap<T> head_map(const Tensor<T, B>& t, Index n, Index h) {
-  const Index rows = t.dim(2), cols = t.dim(3);
+StridedConstMap<T> head_map(const Tensor<T, B>& t, Index n, Index h, Index rows = -1) {
+  if (rows < 0) rows = t.dim(2);
+  const Index cols = t.dim(3);
   const Index outer = rows > 1 ? t.stride(2) : std::max<Index>(cols, 1);
   return StridedConstMap<T>(t.data() + n * t.stride(0) + h * t.stride(1), rows, cols,
                             Eigen::OuterStride<>(std::max<Index>(outer, cols)));
@@ -194,32 +196,70 @@ struct AttentionOp {
     for (Index n = 0; n < N; ++n)
       for (Index h = 0; h < H; ++h) {
         T* pp = keep_probs ? r.probs.data() + (n * H + h) * L * S : scratch.data();
-        detail::dense::MatMap<T> P(pp, L, S);
-        if (L == 0) continue;
-        if (S > 0) {
-          P.noalias() = detail::attn::head_map(q, n, h) * detail::attn::head_map(k, n, h).transpose();
-          P *= scale;
-        }
-        const T* mb = ma.block(n, h);
-        for (Index l = 0; l < L; ++l) {
-          T* row = pp + l * S;
-          if (mb)
-            for (Index s = 0; s < S; ++s) row[s] += ma.at(mb, l, s);
-          // Vectorised row softmax (Eigen's packet exp, which clamps its argument: masked −inf
-          // entries are set to exactly 0); a fully masked row (max −inf) is NaN as in PyTorch.
-          Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> r(row, S);
-          const T mx = S > 0 ? r.maxCoeff() : T(0);
-          r = (r == -std::numeric_limits<T>::infinity()).select(T(0), (r - mx).exp());
-          if (!(mx > -std::numeric_limits<T>::infinity())) r.setConstant(std::numeric_limits<T>::quiet_NaN());
-          r *= T(1) / r.sum();
-        }
-        detail::dense::MatMap<T> O(r.out.data() + (n * H + h) * L * Dv, L, Dv);
-        if (S > 0)
-          O.noalias() = P * detail::attn::head_map(v, n, h);
-        else
-          O.setZero();
+        head(pp, L, S, Dv, detail::attn::head_map(q, n, h), detail::attn::head_map(k, n, h),
+             detail::attn::head_map(v, n, h), ma, ma.block(n, h), scale, r.out.data() + (n * H + h) * L * Dv);
       }
     return r;
+  }
+
+  /// The allocation-free core of ops::sdpa_cached_into (see there).
+  template <class T>
+  static void sdpa_cached_into(TensorT<T>& out, const TensorT<T>& q, const TensorT<T>& k_cache,
+                               const TensorT<T>& v_cache, Index length, const TensorT<T>& mask,
+                               const SdpaParams& p, TensorT<T>& scratch) {
+    detail::dense::require_host_backend<T, Backend>();
+    check_sdpa<T>(q, k_cache, v_cache, "sdpa_cached_into");
+    const Index N = q.dim(0), H = q.dim(1), L = q.dim(2), D = q.dim(3), Smax = k_cache.dim(2),
+                Dv = v_cache.dim(3);
+    BF_CHECK(length >= 0 && length <= Smax, ArgumentError, "sdpa_cached_into: length ", length,
+             " exceeds cache ", k_cache.shape_string());
+    BF_CHECK(q.stride(-1) == 1 && k_cache.stride(-1) == 1 && v_cache.stride(-1) == 1, ShapeError,
+             "sdpa_cached_into: q and the caches need a unit last stride");
+    BF_CHECK(out.ndim() == 4 && detail::is_contiguous_noalloc(out) && out.dim(0) == N && out.dim(1) == H &&
+                 out.dim(2) == L && out.dim(3) == Dv,
+             ShapeError, "sdpa_cached_into: output ", out.shape_string(), " must be contiguous (",
+             N, ", ", H, ", ", L, ", ", Dv, ")");
+    BF_CHECK(detail::is_contiguous_noalloc(scratch) && scratch.numel() >= L * length, ShapeError,
+             "sdpa_cached_into: scratch ", scratch.shape_string(), " needs at least L·length = ",
+             L * length, " contiguous elements");
+    const bool has_mask = !(mask.empty() && mask.ndim() == 0);
+    const Index Sm = has_mask && mask.ndim() >= 2 && mask.dim(-1) == Smax ? Smax : length;
+    const auto ma = detail::attn::make_mask_access(mask, N, H, L, Sm, "sdpa_cached_into");
+    const T scale = static_cast<T>(p.scale != 0.0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(D)));
+    for (Index n = 0; n < N; ++n)
+      for (Index h = 0; h < H; ++h)
+        head(scratch.data(), L, length, Dv, detail::attn::head_map(q, n, h),
+             detail::attn::head_map(k_cache, n, h, length), detail::attn::head_map(v_cache, n, h, length), ma,
+             ma.block(n, h), scale, out.data() + (n * H + h) * L * Dv);
+  }
+
+  /// One head: P (L, S) = softmax(scale · Q Kᵀ + mask) in pp, O (L, Dv) = P V.
+  template <class T, class QM, class KM, class VM>
+  static void head(T* pp, Index L, Index S, Index Dv, const QM& Q, const KM& K, const VM& V,
+                   const detail::attn::MaskAccess<T>& ma, const T* mb, T scale, T* op) {
+    detail::dense::MatMap<T> P(pp, L, S);
+    if (L == 0) return;
+    if (S > 0) {
+      P.noalias() = Q * K.transpose();
+      P *= scale;
+    }
+    for (Index l = 0; l < L; ++l) {
+      T* row = pp + l * S;
+      if (mb)
+        for (Index s = 0; s < S; ++s) row[s] += ma.at(mb, l, s);
+      // Vectorised row softmax (Eigen's packet exp, which clamps its argument: masked −inf
+      // entries are set to exactly 0); a fully masked row (max −inf) is NaN as in PyTorch.
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> r(row, S);
+      const T mx = S > 0 ? r.maxCoeff() : T(0);
+      r = (r == -std::numeric_limits<T>::infinity()).select(T(0), (r - mx).exp());
+      if (!(mx > -std::numeric_limits<T>::infinity())) r.setConstant(std::numeric_limits<T>::quiet_NaN());
+      r *= T(1) / r.sum();
+    }
+    detail::dense::MatMap<T> O(op, L, Dv);
+    if (S > 0)
+      O.noalias() = P * V;
+    else
+      O.setZero();
   }
 
   template <class T>
@@ -366,6 +406,38 @@ struct AttentionOp {
   }
 };
 
+/// Inference attention on projected, not yet split tensors: q (N, L, E), k (N, S, E), v (N, S, E)
+/// with H heads of D = E / H → merged heads (N, L, E), softmax(q kᵀ / sqrt(D)) v per head, no
+/// mask, no probabilities kept. Reference: sdpa_forward on head views (a GEMM per head).
+template <class Backend>
+struct AttentionInferenceOp {
+  template <class T>
+  static void check(const Tensor<T, Backend>& q, const Tensor<T, Backend>& k,
+                    const Tensor<T, Backend>& v, Index num_heads) {
+    BF_CHECK(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3, ShapeError,
+             "attention_inference: q, k, v must be (N, L, E), (N, S, E), (N, S, E); got ",
+             q.shape_string(), ", ", k.shape_string(), ", ", v.shape_string());
+    BF_CHECK(k.shape() == v.shape() && k.dim(0) == q.dim(0) && k.dim(2) == q.dim(2), ShapeError,
+             "attention_inference: key ", k.shape_string(), " / value ", v.shape_string(),
+             " do not match query ", q.shape_string());
+    BF_CHECK(num_heads > 0 && q.dim(2) % num_heads == 0, ArgumentError, "attention_inference: embedding ",
+             q.dim(2), " of ", q.shape_string(), " is not divisible by ", num_heads, " heads");
+  }
+
+  template <class T>
+  static Tensor<T, Backend> forward(const Tensor<T, Backend>& q, const Tensor<T, Backend>& k,
+                                    const Tensor<T, Backend>& v, Index num_heads) {
+    check(q, k, v, num_heads);
+    const Index H = num_heads;
+    auto heads = [H](const Tensor<T, Backend>& t) {  // (N, L, E) → (N, H, L, D) view
+      return t.contiguous().reshape({t.dim(0), t.dim(1), H, t.dim(2) / H}).transpose(1, 2);
+    };
+    SdpaResult<T, Backend> sd = AttentionOp<Backend>::template sdpa_forward<T>(
+        heads(q), heads(k), heads(v), Tensor<T, Backend>(), SdpaParams{}, false);
+    return AttentionOp<Backend>::template merge_heads<T>(sd.out);
+  }
+};
+
 namespace ops {
 
 /// Scaled dot-product attention; returns output and probabilities (for backward).
@@ -399,6 +471,28 @@ Tensor<T, B> sdpa_cached(const Tensor<T, B>& q, const Tensor<T, B>& k_cache,
   return AttentionOp<B>::template sdpa_forward<T>(q, k_cache.slice(2, 0, length),
                                                   v_cache.slice(2, 0, length), mask, p, false)
       .out;
+}
+
+/// Inference multi-head attention core on projections q (N, L, E), k / v (N, S, E) with
+/// `num_heads` heads: merged softmax(q kᵀ / sqrt(E / num_heads)) v, (N, L, E); no mask, nothing
+/// saved for backward (see AttentionInferenceOp; backends may batch the heads).
+template <class T, class B>
+Tensor<T, B> attention_inference(const Tensor<T, B>& q, const Tensor<T, B>& k, const Tensor<T, B>& v,
+                                 Index num_heads) {
+  return AttentionInferenceOp<B>::template forward<T>(q, k, v, num_heads);
+}
+
+/// sdpa_cached without allocating: writes the attention output into `out` (N, H, L, Dv)
+/// (contiguous, preallocated), using `scratch` (contiguous, at least L·length elements, e.g. a
+/// (L, S_max) tensor) for the probabilities of one head. `mask` is empty or any mask form above
+/// whose last dimension is `length`, or S_max (the cache size; then its first `length` columns are
+/// used, so one mask buffer serves every length). q and the caches need a unit last stride.
+/// Same arithmetic as sdpa / sdpa_cached.
+template <class T, class B>
+void sdpa_cached_into(Tensor<T, B>& out, const Tensor<T, B>& q, const Tensor<T, B>& k_cache,
+                      const Tensor<T, B>& v_cache, Index length, const Tensor<T, B>& mask,
+                      const SdpaParams& p, Tensor<T, B>& scratch) {
+  AttentionOp<B>::template sdpa_cached_into<T>(out, q, k_cache, v_cache, length, mask, p, scratch);
 }
 
 /// (N, L, E) → (N, H, L, E/H) and back.

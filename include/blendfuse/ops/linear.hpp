@@ -21,6 +21,7 @@
 
 #include "blendfuse/backend/backend.hpp"
 #include "blendfuse/core/tensor.hpp"
+#include "blendfuse/ops/dense_check.hpp"
 
 namespace blendfuse {
 
@@ -102,13 +103,50 @@ struct LinearOp {
     ys.back() = out;
     TensorT<T> y(ys);
     const TensorT<T> xc = x.contiguous(), wc = w.contiguous();
-    detail::dense::gemm<T>(y.data(), rows, out, in, xc.data(), false, wc.data(), true, false);
-    if (!b.empty()) {
-      const TensorT<T> bc = b.contiguous();
-      detail::dense::MatMap<T> Y(y.data(), rows, out);
-      Y.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bc.data(), out);
-    }
+    const TensorT<T> bc = b.empty() ? TensorT<T>() : b.contiguous();
+    gemm_bias(y.data(), rows, in, out, xc.data(), wc.data(), b.empty() ? nullptr : bc.data());
     return y;
+  }
+
+  /// y (rows, out) = x (rows, in) · wᵀ [+ b] on contiguous buffers.
+  template <class T>
+  static void gemm_bias(T* y, Index rows, Index in, Index out, const T* x, const T* w, const T* b) {
+    detail::dense::gemm<T>(y, rows, out, in, x, false, w, true, false);
+    if (b) {
+      detail::dense::MatMap<T> Y(y, rows, out);
+      Y.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(b, out);
+    }
+  }
+
+  /// Checks y for forward_into (contiguous, x's shape with the last dim `out`, not x itself)
+  /// without allocating on success; returns the number of rows.
+  template <class T>
+  static Index check_into(const TensorT<T>& y, const TensorT<T>& x, const TensorT<T>& w) {
+    bool ok = y.ndim() == x.ndim() && detail::is_contiguous_noalloc(y) && y.dim(-1) == w.dim(0);
+    for (Index d = 0; ok && d + 1 < x.ndim(); ++d) ok = y.dim(d) == x.dim(d);
+    BF_CHECK(ok, ShapeError, "linear_into: output ", y.shape_string(), " must be contiguous and shaped like input ",
+             x.shape_string(), " with last dimension out_features = ", w.dim(0));
+    BF_CHECK(y.numel() == 0 || x.numel() == 0 || y.data() != x.data(), ArgumentError,
+             "linear_into: the output must not alias the input");
+    const Index in = w.dim(1);
+    return in > 0 ? x.numel() / in : y.numel() / std::max<Index>(w.dim(0), 1);
+  }
+
+  /// Inference forward into a preallocated y (see ops::linear_into): the same arithmetic as
+  /// forward(); allocates nothing when x, w and b are contiguous.
+  template <class T>
+  static void forward_into(TensorT<T>& y, const TensorT<T>& x, const TensorT<T>& w, const TensorT<T>& b) {
+    detail::dense::require_host_backend<T, Backend>();
+    check(x, w, &b);
+    const Index rows = check_into<T>(y, x, w), in = w.dim(1), out = w.dim(0);
+    if (detail::is_contiguous_noalloc(x) && detail::is_contiguous_noalloc(w) &&
+        (b.empty() || detail::is_contiguous_noalloc(b))) {
+      gemm_bias(y.data(), rows, in, out, x.data(), w.data(), b.empty() ? nullptr : b.data());
+      return;
+    }
+    const TensorT<T> xc = x.contiguous(), wc = w.contiguous();
+    const TensorT<T> bc = b.empty() ? TensorT<T>() : b.contiguous();
+    gemm_bias(y.data(), rows, in, out, xc.data(), wc.data(), b.empty() ? nullptr : bc.data());
   }
 
   template <class T>
@@ -282,6 +320,13 @@ namespace ops {
 template <class T, class B>
 Tensor<T, B> linear(const Tensor<T, B>& x, const Tensor<T, B>& w, const Tensor<T, B>& b = {}) {
   return LinearOp<B>::template forward<T>(x, w, b);
+}
+
+/// linear(x, w, b) written into a preallocated contiguous y (..., out) (must not alias x): the
+/// allocation-free inference form (no allocation when x, w and b are contiguous).
+template <class T, class B>
+void linear_into(Tensor<T, B>& y, const Tensor<T, B>& x, const Tensor<T, B>& w, const Tensor<T, B>& b = {}) {
+  LinearOp<B>::template forward_into<T>(y, x, w, b);
 }
 
 /// Gradients {dx, dw, db} of linear given dy (..., out); db is empty unless need_bias_grad.

@@ -16,7 +16,8 @@
 // gamma and beta are optional: pass an empty tensor (`{}`) for "no affine". The forward returns
 // NormResult {y, mean, rstd}; the backward takes x, gamma, the saved mean/rstd and dy and returns
 // NormGrads {dx, dgamma, dbeta}. dgamma/dbeta are always computed (shape of gamma, i.e. (C) or
-// (D)); ignore them when the layer has no affine parameters. Statistics and parameter reductions
+// (D)); ignore them when the layer has no affine parameters. Inference forms without statistics:
+// group_norm_(x, ...) in place and layer_norm_into(y, x, ...) into a preallocated output. Statistics and parameter reductions
 // are accumulated in double for both float and double tensors.
 #pragma once
 
@@ -27,6 +28,7 @@
 
 #include "blendfuse/core/error.hpp"
 #include "blendfuse/core/tensor.hpp"
+#include "blendfuse/ops/dense_check.hpp"
 
 namespace blendfuse {
 
@@ -82,20 +84,13 @@ void norm_check_layout(const NormLayout& L, const Tensor<T, B>& x, const char* o
            ": cannot normalise over an empty group for x of shape ", x.shape_string());
 }
 
-template <class T, class B>
-NormResult<T, B> norm_forward_ref(const Tensor<T, B>& x_in, const Tensor<T, B>& gamma_in,
-                                  const Tensor<T, B>& beta_in, double eps, const NormLayout& L,
-                                  const Shape& stat_shape) {
-  static_assert(std::is_floating_point_v<T>, "normalisation needs a floating-point tensor");
-  static_assert(B::host_memory, "the reference normalisation needs host memory");
-  const Tensor<T, B> x = x_in.contiguous();
-  const bool has_g = norm_has(gamma_in), has_b = norm_has(beta_in);
-  const Tensor<T, B> gamma = has_g ? gamma_in.contiguous() : Tensor<T, B>();
-  const Tensor<T, B> beta = has_b ? beta_in.contiguous() : Tensor<T, B>();
-  NormResult<T, B> r{Tensor<T, B>(x.shape()), Tensor<T, B>(stat_shape), Tensor<T, B>(stat_shape)};
+/// The forward arithmetic of the three norms on raw row-major buffers (layout L): y may alias x
+/// (each row's statistics are taken before the row is written); gamma / beta / mean / rstd may
+/// be null (no affine term / statistics not wanted). Statistics in double.
+template <class T>
+void norm_forward_rows(const T* xp, T* yp, const T* gamma, const T* beta, double eps,
+                       const NormLayout& L, T* mean_out, T* rstd_out) {
   const Index M = L.row_size();
-  const T* xp = x.data();
-  T* yp = r.y.data();
   for (Index row = 0; row < L.rows; ++row) {
     const T* xr = xp + row * M;
     T* yr = yp + row * M;
@@ -108,12 +103,12 @@ NormResult<T, B> norm_forward_ref(const Tensor<T, B>& x_in, const Tensor<T, B>& 
       ss += d * d;
     }
     const double rstd = 1.0 / std::sqrt(ss / static_cast<double>(M) + eps);
-    r.mean[row] = static_cast<T>(mean);
-    r.rstd[row] = static_cast<T>(rstd);
+    if (mean_out) mean_out[row] = static_cast<T>(mean);
+    if (rstd_out) rstd_out[row] = static_cast<T>(rstd);
     const Index pbase = (row % L.groups) * L.chans;
     for (Index k = 0; k < L.chans; ++k) {
-      const double g = has_g ? static_cast<double>(gamma[pbase + k]) : 1.0;
-      const double b = has_b ? static_cast<double>(beta[pbase + k]) : 0.0;
+      const double g = gamma ? static_cast<double>(gamma[pbase + k]) : 1.0;
+      const double b = beta ? static_cast<double>(beta[pbase + k]) : 0.0;
       const double a = g * rstd;  // y = a·x + c
       const double c = b - mean * a;
       const T* xk = xr + k * L.inner;
@@ -121,7 +116,46 @@ NormResult<T, B> norm_forward_ref(const Tensor<T, B>& x_in, const Tensor<T, B>& 
       for (Index i = 0; i < L.inner; ++i) yk[i] = static_cast<T>(a * static_cast<double>(xk[i]) + c);
     }
   }
+}
+
+template <class T, class B>
+NormResult<T, B> norm_forward_ref(const Tensor<T, B>& x_in, const Tensor<T, B>& gamma_in,
+                                  const Tensor<T, B>& beta_in, double eps, const NormLayout& L,
+                                  const Shape& stat_shape) {
+  static_assert(std::is_floating_point_v<T>, "normalisation needs a floating-point tensor");
+  static_assert(B::host_memory, "the reference normalisation needs host memory");
+  const Tensor<T, B> x = x_in.contiguous();
+  const bool has_g = norm_has(gamma_in), has_b = norm_has(beta_in);
+  const Tensor<T, B> gamma = has_g ? gamma_in.contiguous() : Tensor<T, B>();
+  const Tensor<T, B> beta = has_b ? beta_in.contiguous() : Tensor<T, B>();
+  NormResult<T, B> r{Tensor<T, B>(x.shape()), Tensor<T, B>(stat_shape), Tensor<T, B>(stat_shape)};
+  norm_forward_rows(x.data(), r.y.data(), has_g ? gamma.data() : nullptr,
+                    has_b ? beta.data() : nullptr, eps, L, r.mean.data(), r.rstd.data());
   return r;
+}
+
+/// The forward without statistics, written into y (contiguous, x's shape; y may be x itself).
+/// Allocates nothing when x, gamma and beta are contiguous.
+template <class T, class B>
+void norm_forward_into_ref(Tensor<T, B>& y, const Tensor<T, B>& x, const Tensor<T, B>& gamma,
+                           const Tensor<T, B>& beta, double eps, const NormLayout& L,
+                           const char* op) {
+  static_assert(std::is_floating_point_v<T>, "normalisation needs a floating-point tensor");
+  static_assert(B::host_memory, "the reference normalisation needs host memory");
+  BF_CHECK(y.shape() == x.shape() && is_contiguous_noalloc(y), ShapeError, op, ": output ",
+           y.shape_string(), " must be contiguous with the shape of x ", x.shape_string());
+  const bool has_g = norm_has(gamma), has_b = norm_has(beta);
+  if (is_contiguous_noalloc(x) && (!has_g || is_contiguous_noalloc(gamma)) && (!has_b || is_contiguous_noalloc(beta))) {
+    norm_forward_rows(x.data(), y.data(), has_g ? gamma.data() : nullptr,
+                      has_b ? beta.data() : nullptr, eps, L, static_cast<T*>(nullptr),
+                      static_cast<T*>(nullptr));
+    return;
+  }
+  const Tensor<T, B> xc = x.contiguous();
+  const Tensor<T, B> gc = has_g ? gamma.contiguous() : Tensor<T, B>();
+  const Tensor<T, B> bc = has_b ? beta.contiguous() : Tensor<T, B>();
+  norm_forward_rows(xc.data(), y.data(), has_g ? gc.data() : nullptr, has_b ? bc.data() : nullptr,
+                    eps, L, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
 }
 
 template <class T, class B>
@@ -247,6 +281,19 @@ struct GroupNormOp {
     return detail::norm_forward_ref(x, gamma, beta, eps, L, {x.dim(0), groups});
   }
 
+  /// In place on x (inference: no statistics kept, no second buffer); the values of forward().y.
+  template <class T>
+  static void forward_inplace(Tensor<T, Backend>& x, Index groups, const Tensor<T, Backend>& gamma,
+                              const Tensor<T, Backend>& beta, double eps) {
+    const detail::NormLayout L = layout(x, groups, "group_norm_");
+    detail::norm_check_param(gamma, x.dim(1), "group_norm_", "gamma", x);
+    detail::norm_check_param(beta, x.dim(1), "group_norm_", "beta", x);
+    detail::norm_check_eps(eps, "group_norm_");
+    BF_CHECK(detail::is_contiguous_noalloc(x), ShapeError, "group_norm_: x ", x.shape_string(),
+             " must be contiguous to be normalised in place");
+    detail::norm_forward_into_ref(x, x, gamma, beta, eps, L, "group_norm_");
+  }
+
   template <class T>
   static NormGrads<T, Backend> backward(const Tensor<T, Backend>& x, Index groups,
                                         const Tensor<T, Backend>& gamma,
@@ -292,6 +339,19 @@ struct LayerNormOp {
     return detail::norm_forward_ref(x, gamma, beta, eps, L, stat_shape(x));
   }
 
+  /// Inference forward into a preallocated contiguous y (x's shape; y may be x); no statistics.
+  /// Allocation-free when x, gamma and beta are contiguous.
+  template <class T>
+  static void forward_into(Tensor<T, Backend>& y, const Tensor<T, Backend>& x,
+                           const Tensor<T, Backend>& gamma, const Tensor<T, Backend>& beta,
+                           double eps) {
+    const detail::NormLayout L = layout(x, "layer_norm_into");
+    detail::norm_check_param(gamma, x.dim(-1), "layer_norm_into", "gamma", x);
+    detail::norm_check_param(beta, x.dim(-1), "layer_norm_into", "beta", x);
+    detail::norm_check_eps(eps, "layer_norm_into");
+    detail::norm_forward_into_ref(y, x, gamma, beta, eps, L, "layer_norm_into");
+  }
+
   template <class T>
   static NormGrads<T, Backend> backward(const Tensor<T, Backend>& x, const Tensor<T, Backend>& gamma,
                                         const Tensor<T, Backend>& mean,
@@ -313,7 +373,8 @@ struct LayerNormOp {
     BF_CHECK(x.ndim() >= 1, ShapeError, op, ": expected x of shape (..., D), got a 0-d tensor");
     detail::NormLayout L;
     L.chans = x.dim(-1);
-    L.rows = shape_numel(stat_shape(x));
+    L.rows = 1;  // the product of the leading dims (no Shape built: layer_norm_into must not allocate)
+    for (Index d = 0; d + 1 < x.ndim(); ++d) L.rows *= x.dim(d);
     detail::norm_check_layout(L, x, op);
     return L;
   }
@@ -345,6 +406,14 @@ NormResult<T, B> group_norm(const Tensor<T, B>& x, Index groups, const Tensor<T,
   return GroupNormOp<B>::forward(x, groups, gamma, beta, eps);
 }
 
+/// Group norm of a contiguous x (N, C, *) in place (inference: no statistics); x afterwards holds
+/// group_norm(x, groups, gamma, beta, eps).y (up to the backend's rounding).
+template <class T, class B>
+void group_norm_(Tensor<T, B>& x, Index groups, const Tensor<T, B>& gamma = {},
+                 const Tensor<T, B>& beta = {}, double eps = 1e-5) {
+  GroupNormOp<B>::forward_inplace(x, groups, gamma, beta, eps);
+}
+
 /// Gradients of group_norm given the saved mean/rstd and dy (shape of x).
 template <class T, class B>
 NormGrads<T, B> group_norm_backward(const Tensor<T, B>& x, Index groups, const Tensor<T, B>& gamma,
@@ -359,6 +428,14 @@ template <class T, class B>
 NormResult<T, B> layer_norm(const Tensor<T, B>& x, const Tensor<T, B>& gamma = {},
                             const Tensor<T, B>& beta = {}, double eps = 1e-5) {
   return LayerNormOp<B>::forward(x, gamma, beta, eps);
+}
+
+/// Layer norm of x (..., D) written into y (contiguous, x's shape; y may be x itself), no
+/// statistics: the allocation-free inference form of layer_norm(x, gamma, beta, eps).y.
+template <class T, class B>
+void layer_norm_into(Tensor<T, B>& y, const Tensor<T, B>& x, const Tensor<T, B>& gamma = {},
+                     const Tensor<T, B>& beta = {}, double eps = 1e-5) {
+  LayerNormOp<B>::forward_into(y, x, gamma, beta, eps);
 }
 
 /// Gradients of layer_norm given the saved mean/rstd and dy (shape of x).

@@ -117,7 +117,8 @@ inline io::Audio load_sequence_audio(const data::Sequence& q, double fps, Index 
 /// each sequence also gives a sample "<name>@speed<f>" whose audio is played f times faster
 /// (resampled from 16000·f Hz to 16 kHz, so tempo, pitch and formants all scale by f, much as
 /// with another speaker) and whose target is resampled in time to round(T / f) frames.
-inline std::vector<AudioSample> load_audio_samples(const nn::AudioModel<float>& model, const data::Dataset& ds,
+template <class Backend = Cpu>
+std::vector<AudioSample> load_audio_samples(const nn::AudioModel<float, Backend>& model, const data::Dataset& ds,
                                                    data::Split split,
                                                    const std::function<Index(const std::string&)>& style_of,
                                                    const std::vector<double>& speeds = {}) {
@@ -196,9 +197,15 @@ loss::LossGrad<T> audio_sequence_loss(const Tensor<T>& out, const Tensor<T>& tar
   return r;
 }
 
+/// Backend: the host backend the wav2vec 2.0 encoder trains on (Cpu = reference, OneDnn); the
+/// model's parameters, the optimiser state and the checkpoints are host tensors either way, so a
+/// checkpoint written on one backend resumes on another.
+template <class Backend = Cpu>
 class AudioTrainer {
  public:
-  AudioTrainer(nn::AudioModel<float>& model, AudioTrainConfig cfg)
+  using Model = nn::AudioModel<float, Backend>;
+
+  AudioTrainer(nn::AudioModel<float, Backend>& model, AudioTrainConfig cfg)
       : model_(model), cfg_(std::move(cfg)), opt_(model.trainable_parameters(), AdamConfig{cfg_.lr}) {
     BF_CHECK(cfg_.batch >= 1, ArgumentError, "AudioTrainer: batch must be at least 1");
     BF_CHECK(cfg_.epochs >= 0, ArgumentError, "AudioTrainer: epochs must be >= 0");
@@ -339,7 +346,7 @@ class AudioTrainer {
       for (Index t = 0; t < Tn; ++t)
         if (rng.uniform() < sampling) std::copy_n(pred.data() + t * V3, V3, inputs.data() + t * V3);
     }
-    nn::AudioModel<float>::Context ctx;
+    typename Model::Context ctx;
     const Tensor<float> out = model_.forward(x.features, inputs, x.subject, &ctx);
     double sq = 0;
     for (Index i = 0; i < out.numel(); ++i) {
@@ -383,7 +390,7 @@ class AudioTrainer {
     return b;
   }
 
-  nn::AudioModel<float>& model_;
+  Model& model_;
   AudioTrainConfig cfg_;
   Adam<float> opt_;
   AudioLossTerms terms_;
