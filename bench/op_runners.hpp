@@ -293,8 +293,8 @@ class NormRun final : public RunBase<T, B> {
   bfbench::NormCase c_;
   Mode mode_;
   TB<T, B> x_, gamma_, beta_, dy_;
-  NormResult<T, B> r_;
-  NormGrads<T, B> g_;
+  ops::NormResult<T, B> r_;
+  ops::NormGrads<T, B> g_;
 #ifdef BLENDFUSE_WITH_ONEDNN
   onednn::NormReluResult<T, B> fr_;
 #endif
@@ -316,7 +316,7 @@ class EltwiseRun final : public RunBase<T, B> {
   }
   void forward() override {
     y_ = {};
-    const GeluApprox ap = c_.tanh ? GeluApprox::Tanh : GeluApprox::None;
+    const ops::GeluApprox ap = c_.tanh ? ops::GeluApprox::Tanh : ops::GeluApprox::None;
     switch (mode_) {
       case Relu:
         if (c_.inplace) {
@@ -336,7 +336,7 @@ class EltwiseRun final : public RunBase<T, B> {
     dx_ = {};
     switch (mode_) {
       case Relu: dx_ = ops::relu_backward(y_, dy_); break;
-      case Gelu: dx_ = ops::gelu_backward(x_, dy_, c_.tanh ? GeluApprox::Tanh : GeluApprox::None); break;
+      case Gelu: dx_ = ops::gelu_backward(x_, dy_, c_.tanh ? ops::GeluApprox::Tanh : ops::GeluApprox::None); break;
       case Softmax: dx_ = ops::softmax_backward(y_, dy_); break;
     }
   }
@@ -386,7 +386,7 @@ class LinearRun final : public RunBase<T, B> {
  private:
   bfbench::LinearCase c_;
   TB<T, B> x_, w_, b_, y_, dy_;
-  LinearGrads<T, B> g_;
+  ops::LinearGrads<T, B> g_;
 };
 
 template <class T, class B>
@@ -415,9 +415,9 @@ class MatmulRun final : public RunBase<T, B> {
   }
 
  private:
-  MatmulParams p_;
+  ops::MatmulParams p_;
   TB<T, B> a_, b_, y_, dy_;
-  MatmulGrads<T, B> g_;
+  ops::MatmulGrads<T, B> g_;
 };
 
 // ---- reference-only ops: dropout, interp, attention ---------------------------------------------
@@ -450,7 +450,7 @@ class DropoutRun final : public RunBase<T, B> {
   bfbench::DropoutCase c_;
   std::uint64_t seed_;
   TB<T, B> x_, dy_, dx_;
-  DropoutResult<T, B> r_;
+  ops::DropoutResult<T, B> r_;
 };
 
 template <class T, class B>
@@ -529,10 +529,10 @@ class SdpaRun final : public RunBase<T, B> {
  private:
   bfbench::AttentionCase c_;
   bool cached_;
-  SdpaParams p_;
+  ops::SdpaParams p_;
   TB<T, B> q_, k_, v_, mask_, dout_;
-  SdpaResult<T, B> r_;
-  SdpaGrads<T, B> g_;
+  ops::SdpaResult<T, B> r_;
+  ops::SdpaGrads<T, B> g_;
 };
 
 template <class T, class B>
@@ -572,11 +572,11 @@ class MhaRun final : public RunBase<T, B> {
   }
 
  private:
-  MhaParams p_;
+  ops::MhaParams p_;
   TB<T, B> query_, key_, value_, mask_, dout_;
-  MhaWeights<T, B> w_;
-  MhaResult<T, B> r_;
-  MhaGrads<T, B> g_;
+  ops::MhaWeights<T, B> w_;
+  ops::MhaResult<T, B> r_;
+  ops::MhaGrads<T, B> g_;
 };
 
 }  // namespace detail

@@ -72,7 +72,7 @@ int compare_family(const std::string& prefix, Tol tol) {
       y = ops::relu(x);
       dx = ops::relu_backward(y, dy);
     } else if (prefix == "gelu" || prefix == "gelut") {
-      const GeluApprox a = prefix == "gelu" ? GeluApprox::None : GeluApprox::Tanh;
+      const ops::GeluApprox a = prefix == "gelu" ? ops::GeluApprox::None : ops::GeluApprox::Tanh;
       y = ops::gelu(x, a);
       dx = ops::gelu_backward(x, dy, a);
     } else {
@@ -98,7 +98,7 @@ TEST_CASE("activation: gradcheck relu, gelu (erf and tanh), softmax") {
   check_unary(
       away_from_zero({3, 4, 5}, rng), [](const TD& x) { return ops::relu(x); },
       [](const TD&, const TD& y, const TD& dy) { return ops::relu_backward(y, dy); });
-  for (GeluApprox a : {GeluApprox::None, GeluApprox::Tanh}) {
+  for (ops::GeluApprox a : {ops::GeluApprox::None, ops::GeluApprox::Tanh}) {
     CAPTURE(static_cast<int>(a));
     check_unary(
         bft::random_tensor({4, 30}, rng, 2.5), [a](const TD& x) { return ops::gelu(x, a); },
@@ -247,13 +247,13 @@ TEST_CASE("activation: shape and argument errors") {
 
 TEST_CASE("activation: gelu_ in place gives exactly gelu's values (contiguous and strided, erf and tanh)") {
   Rng rng(71);
-  for (GeluApprox ap : {GeluApprox::None, GeluApprox::Tanh}) {
+  for (ops::GeluApprox ap : {ops::GeluApprox::None, ops::GeluApprox::Tanh}) {
     const TD x = bft::random_tensor({3, 4, 5}, rng, 2.0);
     TD y = x.clone();
     ops::gelu_(y, ap);
     CHECK(bft_into::same(y, ops::gelu(x, ap)));
     // The old formula of wav2vec2's extractor loop: x·Φ(x) element by element.
-    for (Index i = 0; i < x.numel(); ++i) CHECK(y[i] == GeluOp<Cpu>::value(x[i], ap));
+    for (Index i = 0; i < x.numel(); ++i) CHECK(y[i] == ops::GeluOp<Cpu>::value(x[i], ap));
     TD z = x.clone();
     TD zt = z.transpose(0, 2);  // a strided view of z: every element once, in another order
     ops::gelu_(zt, ap);
@@ -268,7 +268,7 @@ TEST_CASE("activation: gelu_ in place gives exactly gelu's values (contiguous an
 #ifdef BLENDFUSE_WITH_ONEDNN
 TEST_CASE("activation: gelu_ on oneDNN (in place, float) matches the reference") {
   Rng rng(72);
-  for (GeluApprox ap : {GeluApprox::None, GeluApprox::Tanh}) {
+  for (ops::GeluApprox ap : {ops::GeluApprox::None, ops::GeluApprox::Tanh}) {
     const Tensor<float> x = bft_into::to_float(bft::random_tensor({2, 16, 33}, rng, 2.0));
     Tensor<float, OneDnn> y = onednn::to_onednn(x);
     float* before = y.data();

@@ -85,7 +85,7 @@ void gradcheck_sdpa(const Shape& qs, Index S, Index Dv, const Tensor<double>& ma
       });
 }
 
-MhaWeights<double> unpack(const std::vector<Tensor<double>>& v) {
+ops::MhaWeights<double> unpack(const std::vector<Tensor<double>>& v) {
   return {v[3], v[4], v[5], v[6]};
 }
 
@@ -96,7 +96,7 @@ void gradcheck_mha(Index N, Index L, Index S, Index E, Index H, const Tensor<dou
                                  random_tensor({N, S, E}, rng),
                                  random_tensor({3 * E, E}, rng, 0.4), random_tensor({3 * E}, rng, 0.2),
                                  random_tensor({E, E}, rng, 0.4), random_tensor({E}, rng, 0.2)};
-  const MhaParams p{H};
+  const ops::MhaParams p{H};
   bft::gradcheck(
       in,
       [&](const std::vector<Tensor<double>>& v) {
@@ -132,10 +132,10 @@ void compare_with_torch(double rtol, double atol) {
       continue;
     }
     const bool self = c["self"].template get<bool>();
-    const MhaParams p{c["heads"].template get<Index>()};
+    const ops::MhaParams p{c["heads"].template get<Index>()};
     const Tensor<T> q = get("query");
     const Tensor<T> k = self ? q : get("key"), v = self ? q : get("value");
-    const MhaWeights<T> w{get("in_w"), get("in_b"), get("out_w"), get("out_b")};
+    const ops::MhaWeights<T> w{get("in_w"), get("in_b"), get("out_w"), get("out_b")};
     const auto res = ops::multi_head_attention(q, k, v, w, p, mask);
     BFT_CHECK_CLOSE(res.output, get("y"), rtol, atol);
     BFT_CHECK_CLOSE(res.ctx.probs, get("probs"), rtol, atol);
@@ -248,18 +248,18 @@ TEST_CASE("split_heads / merge_heads round trip") {
 TEST_CASE("attention: shape errors") {
   const Index N = 2, L = 3, S = 4, E = 6;
   Tensor<double> q({N, L, E}), k({N, S, E}), v({N, S, E});
-  MhaWeights<double> w{Tensor<double>({3 * E, E}), Tensor<double>({3 * E}), Tensor<double>({E, E}),
+  ops::MhaWeights<double> w{Tensor<double>({3 * E, E}), Tensor<double>({3 * E}), Tensor<double>({E, E}),
                        Tensor<double>({E})};
-  const MhaParams p{2};
+  const ops::MhaParams p{2};
   CHECK_NOTHROW(ops::multi_head_attention(q, k, v, w, p));
   CHECK_NOTHROW(ops::multi_head_attention(q, k, v, w, p, Tensor<double>({N * 2, L, S})));
   CHECK_THROWS_WITH_AS(ops::multi_head_attention(q, k, v, w, p, Tensor<double>({S, L})),
                        doctest::Contains("attn_mask (4, 3)"), ShapeError);
   CHECK_THROWS_AS(ops::multi_head_attention(q, k, v, w, p, Tensor<double>({5, L, S})), ShapeError);
   CHECK_THROWS_AS(ops::multi_head_attention(q, k, v, w, p, Tensor<double>({S})), ShapeError);
-  CHECK_THROWS_WITH_AS(ops::multi_head_attention(q, k, v, w, MhaParams{4}),
+  CHECK_THROWS_WITH_AS(ops::multi_head_attention(q, k, v, w, ops::MhaParams{4}),
                        doctest::Contains("not divisible by num_heads 4"), ArgumentError);
-  CHECK_THROWS_AS(ops::multi_head_attention(q, k, v, w, MhaParams{0}), ArgumentError);
+  CHECK_THROWS_AS(ops::multi_head_attention(q, k, v, w, ops::MhaParams{0}), ArgumentError);
   CHECK_THROWS_WITH_AS(ops::multi_head_attention(q, Tensor<double>({N, S, E + 1}), v, w, p),
                        doctest::Contains("key (2, 4, 7)"), ShapeError);
   CHECK_THROWS_AS(ops::multi_head_attention(q, k, Tensor<double>({N, S + 1, E}), w, p), ShapeError);
@@ -334,19 +334,19 @@ TEST_CASE("sdpa_cached_into: exactly sdpa_cached, with masks of length S or S_ma
   Tensor<double> out({N, H, 1, D}), scratch({1, Smax});
   for (Index len = 1; len <= Smax; ++len) {
     const auto ref = ops::sdpa_cached(q, kc, vc, len, mfull.slice(2, 0, len));
-    ops::sdpa_cached_into(out, q, kc, vc, len, mfull, SdpaParams{}, scratch);  // S_max-wide mask
+    ops::sdpa_cached_into(out, q, kc, vc, len, mfull, ops::SdpaParams{}, scratch);  // S_max-wide mask
     CHECK(bft_into::same(out, ref));
-    ops::sdpa_cached_into(out, q, kc, vc, len, mfull.slice(2, 0, len), SdpaParams{}, scratch);
+    ops::sdpa_cached_into(out, q, kc, vc, len, mfull.slice(2, 0, len), ops::SdpaParams{}, scratch);
     CHECK(bft_into::same(out, ref));
-    ops::sdpa_cached_into(out, q, kc, vc, len, Tensor<double>(), SdpaParams{}, scratch);
+    ops::sdpa_cached_into(out, q, kc, vc, len, Tensor<double>(), ops::SdpaParams{}, scratch);
     CHECK(bft_into::same(out, ops::sdpa_cached(q, kc, vc, len)));
   }
   Tensor<double> small({1, 3});
-  CHECK_THROWS_AS(ops::sdpa_cached_into(out, q, kc, vc, 5, Tensor<double>(), SdpaParams{}, small), ShapeError);
+  CHECK_THROWS_AS(ops::sdpa_cached_into(out, q, kc, vc, 5, Tensor<double>(), ops::SdpaParams{}, small), ShapeError);
   Tensor<double> wrong({N, H, 2, D});
-  CHECK_THROWS_AS(ops::sdpa_cached_into(wrong, q, kc, vc, 5, Tensor<double>(), SdpaParams{}, scratch), ShapeError);
-  CHECK_THROWS_AS(ops::sdpa_cached_into(out, q, kc, vc, Smax + 1, Tensor<double>(), SdpaParams{}, scratch), ArgumentError);
-  CHECK_THROWS_AS(ops::sdpa_cached_into(out, q, kc, vc, 5, random_tensor({H, 1, 4}, rng), SdpaParams{}, scratch), ShapeError);
+  CHECK_THROWS_AS(ops::sdpa_cached_into(wrong, q, kc, vc, 5, Tensor<double>(), ops::SdpaParams{}, scratch), ShapeError);
+  CHECK_THROWS_AS(ops::sdpa_cached_into(out, q, kc, vc, Smax + 1, Tensor<double>(), ops::SdpaParams{}, scratch), ArgumentError);
+  CHECK_THROWS_AS(ops::sdpa_cached_into(out, q, kc, vc, 5, random_tensor({H, 1, 4}, rng), ops::SdpaParams{}, scratch), ShapeError);
 }
 
 #ifdef BLENDFUSE_WITH_ONEDNN

@@ -56,7 +56,7 @@ void gradcheck_linear(const Shape& xs, Index out, bool bias, std::uint64_t seed)
       });
 }
 
-void gradcheck_matmul(const Shape& as, const Shape& bs, MatmulParams p, std::uint64_t seed) {
+void gradcheck_matmul(const Shape& as, const Shape& bs, ops::MatmulParams p, std::uint64_t seed) {
   Rng rng(seed);
   bft::gradcheck(
       {random_tensor(as, rng), random_tensor(bs, rng)},
@@ -99,7 +99,7 @@ void compare_with_torch(double rtol, double atol) {
       BFT_CHECK_CLOSE(g.dw, get("dw"), rtol, atol);
       if (bias) BFT_CHECK_CLOSE(g.db, get("db"), rtol, atol);
     } else {
-      const MatmulParams p{c["trans_a"].template get<bool>(), c["trans_b"].template get<bool>()};
+      const ops::MatmulParams p{c["trans_a"].template get<bool>(), c["trans_b"].template get<bool>()};
       const Tensor<T> a = get("a"), b = get("b"), r = get("r");
       BFT_CHECK_CLOSE(ops::matmul(a, b, p), get("y"), rtol, atol);
       const auto g = ops::matmul_backward(a, b, r, p);
@@ -123,7 +123,7 @@ TEST_CASE("matmul: gradient check (double) for all transposes and broadcasting")
     for (int tb = 0; tb < 2; ++tb) {
       CAPTURE(ta);
       CAPTURE(tb);
-      const MatmulParams p{ta != 0, tb != 0};
+      const ops::MatmulParams p{ta != 0, tb != 0};
       const Shape a2 = ta ? Shape{4, 3} : Shape{3, 4};
       const Shape b2 = tb ? Shape{5, 4} : Shape{4, 5};
       gradcheck_matmul(a2, b2, p, 10);

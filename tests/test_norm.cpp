@@ -40,7 +40,7 @@ namespace {
 
 enum class Kind { Instance, Group, Layer };
 
-NormResult<double> run_forward(Kind k, const TD& x, Index groups, const TD& g, const TD& b,
+ops::NormResult<double> run_forward(Kind k, const TD& x, Index groups, const TD& g, const TD& b,
                                double eps) {
   switch (k) {
     case Kind::Instance: return ops::instance_norm(x, g, b, eps);
@@ -72,7 +72,7 @@ void check_grads(Kind k, Shape xs, Index groups, bool affine, double eps = 1e-5,
       },
       [&](const std::vector<TD>& in, const TD& dy) {
         const auto f = run_forward(k, in[0], groups, gamma_of(in), beta_of(in), eps);
-        NormGrads<double> g;
+        ops::NormGrads<double> g;
         if (k == Kind::Instance)
           g = ops::instance_norm_backward(in[0], gamma_of(in), f.mean, f.rstd, dy);
         else if (k == Kind::Group)
@@ -105,8 +105,8 @@ void compare_case(const io::SafeTensorsFile& f, const std::string& name, Kind k,
   const auto dy = f.get<T>(name + ".dy");
   const auto g = affine ? f.get<T>(name + ".gamma") : Tensor<T>();
   const auto b = affine ? f.get<T>(name + ".beta") : Tensor<T>();
-  NormResult<T> r;
-  NormGrads<T> d;
+  ops::NormResult<T> r;
+  ops::NormGrads<T> d;
   if (k == Kind::Instance) {
     r = ops::instance_norm(x, g, b, eps);
     d = ops::instance_norm_backward(x, g, r.mean, r.rstd, dy);

@@ -76,8 +76,8 @@ inline Tensor<float, OneDnn> eltwise_backward(dnnl::algorithm alg, const Tensor<
   return dx;
 }
 
-inline dnnl::algorithm gelu_alg(GeluApprox a) {
-  return a == GeluApprox::Tanh ? dnnl::algorithm::eltwise_gelu_tanh
+inline dnnl::algorithm gelu_alg(ops::GeluApprox a) {
+  return a == ops::GeluApprox::Tanh ? dnnl::algorithm::eltwise_gelu_tanh
                                : dnnl::algorithm::eltwise_gelu_erf;
 }
 
@@ -117,11 +117,11 @@ inline void softmax_backward_f32(Index rows, Index d, const float* y, const floa
 
 /// ReLU on oneDNN (float); double falls back to the reference.
 template <>
-struct ReluOp<OneDnn> {
+struct ops::ReluOp<OneDnn> {
   template <class T>
   static Tensor<T, OneDnn> forward(const Tensor<T, OneDnn>& x) {
     if constexpr (!std::is_same_v<T, float>) {
-      return onednn::to_onednn(ReluOp<Cpu>::forward(onednn::view_as_cpu(x)));
+      return onednn::to_onednn(ops::ReluOp<Cpu>::forward(onednn::view_as_cpu(x)));
     } else {
       return onednn::detail::eltwise_forward(dnnl::algorithm::eltwise_relu, x);
     }
@@ -139,16 +139,16 @@ struct ReluOp<OneDnn> {
       }
     }
     Tensor<T, Cpu> v = onednn::view_as_cpu(x);
-    ReluOp<Cpu>::forward_inplace(v);
+    ops::ReluOp<Cpu>::forward_inplace(v);
   }
 
   template <class T>
   static Tensor<T, OneDnn> backward(const Tensor<T, OneDnn>& y, const Tensor<T, OneDnn>& dy) {
     if constexpr (!std::is_same_v<T, float>) {
       return onednn::to_onednn(
-          ReluOp<Cpu>::backward(onednn::view_as_cpu(y), onednn::view_as_cpu(dy)));
+          ops::ReluOp<Cpu>::backward(onednn::view_as_cpu(y), onednn::view_as_cpu(dy)));
     } else {
-      detail::act_check_same(y, dy, "relu_backward", "y");
+      blendfuse::detail::act_check_same(y, dy, "relu_backward", "y");
       return onednn::detail::eltwise_backward(dnnl::algorithm::eltwise_relu, y, dy);
     }
   }
@@ -156,11 +156,11 @@ struct ReluOp<OneDnn> {
 
 /// GELU on oneDNN (float; eltwise_gelu_erf / eltwise_gelu_tanh); double falls back.
 template <>
-struct GeluOp<OneDnn> {
+struct ops::GeluOp<OneDnn> {
   template <class T>
-  static Tensor<T, OneDnn> forward(const Tensor<T, OneDnn>& x, GeluApprox approx) {
+  static Tensor<T, OneDnn> forward(const Tensor<T, OneDnn>& x, ops::GeluApprox approx) {
     if constexpr (!std::is_same_v<T, float>) {
-      return onednn::to_onednn(GeluOp<Cpu>::forward(onednn::view_as_cpu(x), approx));
+      return onednn::to_onednn(ops::GeluOp<Cpu>::forward(onednn::view_as_cpu(x), approx));
     } else {
       return onednn::detail::eltwise_forward(onednn::detail::gelu_alg(approx), x);
     }
@@ -169,7 +169,7 @@ struct GeluOp<OneDnn> {
   /// In place on x: float contiguous tensors run the eltwise primitive with src == dst (no
   /// second buffer); strided views and double use the reference loop on the same memory.
   template <class T>
-  static void forward_inplace(Tensor<T, OneDnn>& x, GeluApprox approx) {
+  static void forward_inplace(Tensor<T, OneDnn>& x, ops::GeluApprox approx) {
     if constexpr (std::is_same_v<T, float>) {
       if (x.is_contiguous()) {
         if (x.numel() > 0)
@@ -179,34 +179,34 @@ struct GeluOp<OneDnn> {
       }
     }
     Tensor<T, Cpu> v = onednn::view_as_cpu(x);
-    GeluOp<Cpu>::forward_inplace(v, approx);
+    ops::GeluOp<Cpu>::forward_inplace(v, approx);
   }
 
   template <class T>
   static Tensor<T, OneDnn> backward(const Tensor<T, OneDnn>& x, const Tensor<T, OneDnn>& dy,
-                                    GeluApprox approx) {
+                                    ops::GeluApprox approx) {
     if constexpr (!std::is_same_v<T, float>) {
       return onednn::to_onednn(
-          GeluOp<Cpu>::backward(onednn::view_as_cpu(x), onednn::view_as_cpu(dy), approx));
+          ops::GeluOp<Cpu>::backward(onednn::view_as_cpu(x), onednn::view_as_cpu(dy), approx));
     } else {
-      detail::act_check_same(x, dy, "gelu_backward", "x");
+      blendfuse::detail::act_check_same(x, dy, "gelu_backward", "x");
       return onednn::detail::eltwise_backward(onednn::detail::gelu_alg(approx), x, dy);
     }
   }
 
   template <class T>
-  static T value(T x, GeluApprox approx) {
-    return GeluOp<Cpu>::value(x, approx);
+  static T value(T x, ops::GeluApprox approx) {
+    return ops::GeluOp<Cpu>::value(x, approx);
   }
   template <class T>
-  static T derivative(T x, GeluApprox approx) {
-    return GeluOp<Cpu>::derivative(x, approx);
+  static T derivative(T x, ops::GeluApprox approx) {
+    return ops::GeluOp<Cpu>::derivative(x, approx);
   }
 };
 
 /// Softmax over the last dimension on oneDNN (float); double falls back.
 template <>
-struct SoftmaxOp<OneDnn> {
+struct ops::SoftmaxOp<OneDnn> {
   template <class T>
   static Tensor<T, OneDnn> forward(const Tensor<T, OneDnn>& x) {
     if constexpr (std::is_same_v<T, float>) {
@@ -218,7 +218,7 @@ struct SoftmaxOp<OneDnn> {
         return y;
       }
     }
-    return onednn::to_onednn(SoftmaxOp<Cpu>::forward(onednn::view_as_cpu(x)));
+    return onednn::to_onednn(ops::SoftmaxOp<Cpu>::forward(onednn::view_as_cpu(x)));
   }
 
   template <class T>
@@ -234,7 +234,7 @@ struct SoftmaxOp<OneDnn> {
     }
     // Shape errors and degenerate shapes are reported / handled by the reference.
     return onednn::to_onednn(
-        SoftmaxOp<Cpu>::backward(onednn::view_as_cpu(y), onednn::view_as_cpu(dy)));
+        ops::SoftmaxOp<Cpu>::backward(onednn::view_as_cpu(y), onednn::view_as_cpu(dy)));
   }
 };
 

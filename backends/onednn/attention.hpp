@@ -24,18 +24,18 @@ namespace blendfuse {
 
 /// Inference attention on oneDNN: batched GEMMs + a softmax primitive over all heads.
 template <>
-struct AttentionInferenceOp<OneDnn> {
+struct ops::AttentionInferenceOp<OneDnn> {
   template <class T>
   static Tensor<T, OneDnn> forward(const Tensor<T, OneDnn>& q, const Tensor<T, OneDnn>& k,
                                    const Tensor<T, OneDnn>& v, Index num_heads) {
-    AttentionInferenceOp<Cpu>::check<T>(onednn::view_as_cpu(q), onednn::view_as_cpu(k),
+    ops::AttentionInferenceOp<Cpu>::check<T>(onednn::view_as_cpu(q), onednn::view_as_cpu(k),
                                         onednn::view_as_cpu(v), num_heads);
     const Index H = num_heads, D = q.dim(2) / H;
     Tensor<T, OneDnn> qh = ops::split_heads(q, H), kh = ops::split_heads(k, H), vh = ops::split_heads(v, H);
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(D)));
     T* qp = qh.data();
     for (Index i = 0; i < qh.numel(); ++i) qp[i] *= scale;
-    MatmulParams mp;
+    ops::MatmulParams mp;
     mp.trans_b = true;
     const Tensor<T, OneDnn> probs = ops::softmax(ops::matmul(qh, kh, mp));  // (N, H, L, S)
     return ops::merge_heads(ops::matmul(probs, vh));                       // (N, L, E)

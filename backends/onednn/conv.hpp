@@ -430,7 +430,7 @@ struct Conv2dOp<OneDnn> {
       const Tensor<T, Cpu> bc = b ? onednn::view_as_cpu(*b) : Tensor<T, Cpu>();
       Tensor<T, Cpu> y = Conv2dOp<Cpu>::forward(onednn::view_as_cpu(x), onednn::view_as_cpu(w),
                                                 b ? &bc : nullptr, p);
-      if (relu) ReluOp<Cpu>::forward_inplace(y);
+      if (relu) ops::ReluOp<Cpu>::forward_inplace(y);
       return onednn::to_onednn(y);
     };
     if constexpr (!std::is_same_v<T, float>) {

@@ -83,11 +83,11 @@ inline bool matmul_exec(const MatDesc& src, const float* sp, const MatDesc& wei,
 }
 
 template <class T>
-LinearGrads<T, OneDnn> linear_grads_back(const LinearGrads<T, Cpu>& g) {
+ops::LinearGrads<T, OneDnn> linear_grads_back(const ops::LinearGrads<T, Cpu>& g) {
   return {to_onednn(g.dx), to_onednn(g.dw), to_onednn(g.db)};
 }
 template <class T>
-MatmulGrads<T, OneDnn> matmul_grads_back(const MatmulGrads<T, Cpu>& g) {
+ops::MatmulGrads<T, OneDnn> matmul_grads_back(const ops::MatmulGrads<T, Cpu>& g) {
   return {to_onednn(g.da), to_onednn(g.db)};
 }
 
@@ -106,7 +106,7 @@ inline void scatter_add(const std::vector<float>& full, Index msize, const std::
 
 /// linear on oneDNN's matmul (float); double falls back to the reference.
 template <>
-struct LinearOp<OneDnn> {
+struct ops::LinearOp<OneDnn> {
   template <class T>
   using TensorT = Tensor<T, OneDnn>;
 
@@ -114,7 +114,7 @@ struct LinearOp<OneDnn> {
   static TensorT<T> forward(const TensorT<T>& x, const TensorT<T>& w, const TensorT<T>& b) {
     namespace od = onednn::detail;
     if constexpr (std::is_same_v<T, float>) {
-      LinearOp<Cpu>::check<float>(onednn::view_as_cpu(x), onednn::view_as_cpu(w), nullptr);
+      ops::LinearOp<Cpu>::check<float>(onednn::view_as_cpu(x), onednn::view_as_cpu(w), nullptr);
       if (!b.empty())
         BF_CHECK(b.ndim() == 1 && b.dim(0) == w.dim(0), ShapeError, "linear: bias ",
                  b.shape_string(), " does not match weight ", w.shape_string());
@@ -133,7 +133,7 @@ struct LinearOp<OneDnn> {
           return y;
       }
     }
-    return onednn::to_onednn(LinearOp<Cpu>::template forward<T>(
+    return onednn::to_onednn(ops::LinearOp<Cpu>::template forward<T>(
         onednn::view_as_cpu(x), onednn::view_as_cpu(w), onednn::view_as_cpu(b)));
   }
 
@@ -143,11 +143,11 @@ struct LinearOp<OneDnn> {
   static void forward_into(TensorT<T>& y, const TensorT<T>& x, const TensorT<T>& w, const TensorT<T>& b) {
     namespace od = onednn::detail;
     if constexpr (std::is_same_v<T, float>) {
-      LinearOp<Cpu>::check<float>(onednn::view_as_cpu(x), onednn::view_as_cpu(w), nullptr);
+      ops::LinearOp<Cpu>::check<float>(onednn::view_as_cpu(x), onednn::view_as_cpu(w), nullptr);
       if (!b.empty())
         BF_CHECK(b.ndim() == 1 && b.dim(0) == w.dim(0), ShapeError, "linear: bias ",
                  b.shape_string(), " does not match weight ", w.shape_string());
-      const Index rows = LinearOp<Cpu>::check_into<float>(onednn::view_as_cpu(y), onednn::view_as_cpu(x),
+      const Index rows = ops::LinearOp<Cpu>::check_into<float>(onednn::view_as_cpu(y), onednn::view_as_cpu(x),
                                                           onednn::view_as_cpu(w));
       const Index in = w.dim(1), out = w.dim(0);
       if (in > 0 && out > 0 && rows > 0) {
@@ -162,16 +162,16 @@ struct LinearOp<OneDnn> {
       }
     }
     Tensor<T, Cpu> yv = onednn::view_as_cpu(y);
-    LinearOp<Cpu>::template forward_into<T>(yv, onednn::view_as_cpu(x), onednn::view_as_cpu(w),
+    ops::LinearOp<Cpu>::template forward_into<T>(yv, onednn::view_as_cpu(x), onednn::view_as_cpu(w),
                                             onednn::view_as_cpu(b));
   }
 
   template <class T>
-  static LinearGrads<T, OneDnn> backward(const TensorT<T>& x, const TensorT<T>& w,
+  static ops::LinearGrads<T, OneDnn> backward(const TensorT<T>& x, const TensorT<T>& w,
                                          const TensorT<T>& dy, bool need_bias_grad = true) {
     namespace od = onednn::detail;
     if constexpr (std::is_same_v<T, float>) {
-      LinearOp<Cpu>::check<float>(onednn::view_as_cpu(x), onednn::view_as_cpu(w), nullptr);
+      ops::LinearOp<Cpu>::check<float>(onednn::view_as_cpu(x), onednn::view_as_cpu(w), nullptr);
       const Index in = w.dim(1), out = w.dim(0), rows = x.numel() / std::max<Index>(in, 1);
       Shape ys = x.shape();
       ys.back() = out;
@@ -180,7 +180,7 @@ struct LinearOp<OneDnn> {
                " and weight ", w.shape_string());
       if (in > 0 && out > 0 && rows > 0) {
         const TensorT<float> xc = x.contiguous(), wc = w.contiguous(), dyc = dy.contiguous();
-        LinearGrads<float, OneDnn> g{TensorT<float>(x.shape()), TensorT<float>(w.shape()),
+        ops::LinearGrads<float, OneDnn> g{TensorT<float>(x.shape()), TensorT<float>(w.shape()),
                                      need_bias_grad ? TensorT<float>({out}) : TensorT<float>()};
         // dx (rows, in) = dy (rows, out) · W (out, in);  dW (out, in) = dyᵀ (out, rows) · x.
         const bool ok =
@@ -201,22 +201,22 @@ struct LinearOp<OneDnn> {
         }
       }
     }
-    return od::linear_grads_back(LinearOp<Cpu>::template backward<T>(
+    return od::linear_grads_back(ops::LinearOp<Cpu>::template backward<T>(
         onednn::view_as_cpu(x), onednn::view_as_cpu(w), onednn::view_as_cpu(dy), need_bias_grad));
   }
 };
 
 /// Batched, broadcasting matmul on oneDNN (float); double falls back to the reference.
 template <>
-struct MatmulOp<OneDnn> {
+struct ops::MatmulOp<OneDnn> {
   template <class T>
   using TensorT = Tensor<T, OneDnn>;
 
   template <class T>
-  static TensorT<T> forward(const TensorT<T>& a, const TensorT<T>& b, const MatmulParams& p) {
+  static TensorT<T> forward(const TensorT<T>& a, const TensorT<T>& b, const ops::MatmulParams& p) {
     namespace od = onednn::detail;
     if constexpr (std::is_same_v<T, float>) {
-      const auto pl = detail::dense::plan_matmul(a.shape(), b.shape(), p, "matmul");
+      const auto pl = blendfuse::detail::dense::plan_matmul(a.shape(), b.shape(), p, "matmul");
       if (!od::has_zero(pl.out_shape) && pl.k > 0) {
         const std::size_t nd = pl.out_shape.size();
         TensorT<float> c(pl.out_shape);
@@ -227,16 +227,16 @@ struct MatmulOp<OneDnn> {
           return c;
       }
     }
-    return onednn::to_onednn(MatmulOp<Cpu>::template forward<T>(onednn::view_as_cpu(a),
+    return onednn::to_onednn(ops::MatmulOp<Cpu>::template forward<T>(onednn::view_as_cpu(a),
                                                                 onednn::view_as_cpu(b), p));
   }
 
   template <class T>
-  static MatmulGrads<T, OneDnn> backward(const TensorT<T>& a, const TensorT<T>& b,
-                                         const TensorT<T>& dc, const MatmulParams& p) {
+  static ops::MatmulGrads<T, OneDnn> backward(const TensorT<T>& a, const TensorT<T>& b,
+                                         const TensorT<T>& dc, const ops::MatmulParams& p) {
     namespace od = onednn::detail;
     if constexpr (std::is_same_v<T, float>) {
-      const auto pl = detail::dense::plan_matmul(a.shape(), b.shape(), p, "matmul_backward");
+      const auto pl = blendfuse::detail::dense::plan_matmul(a.shape(), b.shape(), p, "matmul_backward");
       BF_CHECK(dc.shape() == pl.out_shape, ShapeError, "matmul_backward: dC ", dc.shape_string(),
                " does not match output shape ", shape_str(pl.out_shape), " of A ",
                a.shape_string(), " and B ", b.shape_string());
@@ -245,7 +245,7 @@ struct MatmulOp<OneDnn> {
         const Shape ap = od::pad_rank(a.shape(), nd), bp = od::pad_rank(b.shape(), nd);
         const Index nbatch = shape_numel(pl.batch);
         const TensorT<float> ac = a.contiguous(), bc = b.contiguous(), dcc = dc.contiguous();
-        MatmulGrads<float, OneDnn> g{TensorT<float>(a.shape()), TensorT<float>(b.shape())};
+        ops::MatmulGrads<float, OneDnn> g{TensorT<float>(a.shape()), TensorT<float>(b.shape())};
         auto batched = [&](Index r, Index c) {
           Shape s = pl.batch;
           s.push_back(r);
@@ -284,7 +284,7 @@ struct MatmulOp<OneDnn> {
         }
       }
     }
-    return od::matmul_grads_back(MatmulOp<Cpu>::template backward<T>(
+    return od::matmul_grads_back(ops::MatmulOp<Cpu>::template backward<T>(
         onednn::view_as_cpu(a), onednn::view_as_cpu(b), onednn::view_as_cpu(dc), p));
   }
 };

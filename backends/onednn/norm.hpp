@@ -181,7 +181,7 @@ inline NormReluResult<float> in_bn_forward(const Tensor<float, OneDnn>& x,
 
 /// Instance-norm backward (float, non-degenerate). With a workspace, the ReLU mask it holds is
 /// applied to dy inside the batch-norm backward (dy is then ∂L/∂relu-output).
-inline NormGrads<float, OneDnn> in_bn_backward(const Tensor<float, OneDnn>& x,
+inline ops::NormGrads<float, OneDnn> in_bn_backward(const Tensor<float, OneDnn>& x,
                                                        const Tensor<float, OneDnn>& gamma,
                                                        const Tensor<float, OneDnn>& mean,
                                                        const Tensor<float, OneDnn>& rstd,
@@ -207,7 +207,7 @@ inline NormGrads<float, OneDnn> in_bn_backward(const Tensor<float, OneDnn>& x,
     var[i] = static_cast<float>(1.0 / (rs * rs));
   }
   const std::vector<float> scale = tile_param(gamma, g, 1.f);
-  NormGrads<float, OneDnn> out{Tensor<float, OneDnn>(x.shape()), Tensor<float, OneDnn>({g.c}),
+  ops::NormGrads<float, OneDnn> out{Tensor<float, OneDnn>(x.shape()), Tensor<float, OneDnn>({g.c}),
                                Tensor<float, OneDnn>({g.c})};
   const auto md = bn_data_md(g), smd = plain_md({g.channels()});
   std::unordered_map<int, dnnl::memory> args{
@@ -233,11 +233,11 @@ inline NormGrads<float, OneDnn> in_bn_backward(const Tensor<float, OneDnn>& x,
 }
 
 template <class T>
-NormResult<T, OneDnn> norm_result_back(const NormResult<T, Cpu>& r) {
+ops::NormResult<T, OneDnn> norm_result_back(const ops::NormResult<T, Cpu>& r) {
   return {to_onednn(r.y), to_onednn(r.mean), to_onednn(r.rstd)};
 }
 template <class T>
-NormGrads<T, OneDnn> norm_grads_back(const NormGrads<T, Cpu>& g) {
+ops::NormGrads<T, OneDnn> norm_grads_back(const ops::NormGrads<T, Cpu>& g) {
   return {to_onednn(g.dx), to_onednn(g.dgamma), to_onednn(g.dbeta)};
 }
 
@@ -380,7 +380,7 @@ inline void in_bwd_plane(const float* __restrict x, const float* __restrict dy,
 /// (n, c) plane, the ReLU mask y > 0 applied when `relu_y` (the fused ReLU's output) is given.
 /// One read of x, dy (and y) and one write of dx; replaces the former ∂L/∂x̂ pass + oneDNN
 /// layer-norm backward (three reads and two writes, 0.33× LibTorch in the op table).
-inline NormGrads<float, OneDnn> in_ln_backward(const Tensor<float, OneDnn>& x,
+inline ops::NormGrads<float, OneDnn> in_ln_backward(const Tensor<float, OneDnn>& x,
                                                const Tensor<float, OneDnn>& gamma,
                                                const Tensor<float, OneDnn>& mean,
                                                const Tensor<float, OneDnn>& rstd,
@@ -393,7 +393,7 @@ inline NormGrads<float, OneDnn> in_ln_backward(const Tensor<float, OneDnn>& x,
   const Tensor<float, OneDnn> yc = relu_y ? relu_y->contiguous() : Tensor<float, OneDnn>();
   const bool has_g = ::blendfuse::detail::norm_has(gamma);
   const Tensor<float, OneDnn> gc = has_g ? gamma.contiguous() : Tensor<float, OneDnn>();
-  NormGrads<float, OneDnn> out{Tensor<float, OneDnn>(x.shape()), Tensor<float, OneDnn>({g.c}),
+  ops::NormGrads<float, OneDnn> out{Tensor<float, OneDnn>(x.shape()), Tensor<float, OneDnn>({g.c}),
                                Tensor<float, OneDnn>({g.c})};
   std::vector<double> sb(static_cast<std::size_t>(rows)), sg(static_cast<std::size_t>(rows));
   const float* xp = xc.data();
@@ -436,7 +436,7 @@ inline NormReluResult<float> instance_norm_forward(const Tensor<float, OneDnn>& 
 }
 
 /// `fused`: the result of instance_norm_relu (its workspace, or its y for the mask), or null.
-inline NormGrads<float, OneDnn> instance_norm_backward(const Tensor<float, OneDnn>& x,
+inline ops::NormGrads<float, OneDnn> instance_norm_backward(const Tensor<float, OneDnn>& x,
                                                        const Tensor<float, OneDnn>& gamma,
                                                        const Tensor<float, OneDnn>& mean,
                                                        const Tensor<float, OneDnn>& rstd,
@@ -454,38 +454,38 @@ inline NormGrads<float, OneDnn> instance_norm_backward(const Tensor<float, OneDn
 /// Instance norm on oneDNN (route per set_instance_norm_route, see the file comment); float only,
 /// double falls back.
 template <>
-struct InstanceNormOp<OneDnn> {
+struct ops::InstanceNormOp<OneDnn> {
   template <class T>
-  static NormResult<T, OneDnn> forward(const Tensor<T, OneDnn>& x, const Tensor<T, OneDnn>& gamma,
+  static ops::NormResult<T, OneDnn> forward(const Tensor<T, OneDnn>& x, const Tensor<T, OneDnn>& gamma,
                                        const Tensor<T, OneDnn>& beta, double eps) {
     namespace od = onednn::detail;
     if constexpr (std::is_same_v<T, float>) {
       const od::InGeom g = od::in_geom(x, "instance_norm");
-      detail::norm_check_param(gamma, x.dim(1), "instance_norm", "gamma", x);
-      detail::norm_check_param(beta, x.dim(1), "instance_norm", "beta", x);
-      detail::norm_check_eps(eps, "instance_norm");
+      blendfuse::detail::norm_check_param(gamma, x.dim(1), "instance_norm", "gamma", x);
+      blendfuse::detail::norm_check_param(beta, x.dim(1), "instance_norm", "beta", x);
+      blendfuse::detail::norm_check_eps(eps, "instance_norm");
       if (g.channels() > 0 && g.inner > 0) {
         auto r = od::instance_norm_forward(x, gamma, beta, eps, false);
         return {r.y, r.mean, r.rstd};
       }
     }
-    return od::norm_result_back(InstanceNormOp<Cpu>::forward(
+    return od::norm_result_back(ops::InstanceNormOp<Cpu>::forward(
         onednn::view_as_cpu(x), onednn::view_as_cpu(gamma), onednn::view_as_cpu(beta), eps));
   }
 
   template <class T>
-  static NormGrads<T, OneDnn> backward(const Tensor<T, OneDnn>& x, const Tensor<T, OneDnn>& gamma,
+  static ops::NormGrads<T, OneDnn> backward(const Tensor<T, OneDnn>& x, const Tensor<T, OneDnn>& gamma,
                                        const Tensor<T, OneDnn>& mean, const Tensor<T, OneDnn>& rstd,
                                        const Tensor<T, OneDnn>& dy) {
     namespace od = onednn::detail;
     if constexpr (std::is_same_v<T, float>) {
       const od::InGeom g = od::in_geom(x, "instance_norm_backward");
-      detail::norm_check_param(gamma, x.dim(1), "instance_norm_backward", "gamma", x);
-      detail::norm_check_backward(x, mean, rstd, dy, {g.n, g.c}, "instance_norm_backward");
+      blendfuse::detail::norm_check_param(gamma, x.dim(1), "instance_norm_backward", "gamma", x);
+      blendfuse::detail::norm_check_backward(x, mean, rstd, dy, {g.n, g.c}, "instance_norm_backward");
       if (g.channels() > 0 && g.inner > 0)
         return od::instance_norm_backward(x, gamma, mean, rstd, dy, nullptr);
     }
-    return od::norm_grads_back(InstanceNormOp<Cpu>::backward(
+    return od::norm_grads_back(ops::InstanceNormOp<Cpu>::backward(
         onednn::view_as_cpu(x), onednn::view_as_cpu(gamma), onednn::view_as_cpu(mean),
         onednn::view_as_cpu(rstd), onednn::view_as_cpu(dy)));
   }
@@ -496,20 +496,20 @@ struct InstanceNormOp<OneDnn> {
 /// per-channel route for groups == C (wav2vec 2.0's GroupNorm(512, 512)): statistics in double,
 /// then y = a·x + c with a, c rounded to T — no second (C, T) buffer and no double per element.
 template <>
-struct GroupNormOp<OneDnn> {
+struct ops::GroupNormOp<OneDnn> {
   template <class T>
-  static NormResult<T, OneDnn> forward(const Tensor<T, OneDnn>& x, Index groups,
+  static ops::NormResult<T, OneDnn> forward(const Tensor<T, OneDnn>& x, Index groups,
                                        const Tensor<T, OneDnn>& gamma, const Tensor<T, OneDnn>& beta,
                                        double eps) {
-    return onednn::detail::norm_result_back(GroupNormOp<Cpu>::forward(
+    return onednn::detail::norm_result_back(ops::GroupNormOp<Cpu>::forward(
         onednn::view_as_cpu(x), groups, onednn::view_as_cpu(gamma), onednn::view_as_cpu(beta), eps));
   }
 
   template <class T>
-  static NormGrads<T, OneDnn> backward(const Tensor<T, OneDnn>& x, Index groups,
+  static ops::NormGrads<T, OneDnn> backward(const Tensor<T, OneDnn>& x, Index groups,
                                        const Tensor<T, OneDnn>& gamma, const Tensor<T, OneDnn>& mean,
                                        const Tensor<T, OneDnn>& rstd, const Tensor<T, OneDnn>& dy) {
-    return onednn::detail::norm_grads_back(GroupNormOp<Cpu>::backward(
+    return onednn::detail::norm_grads_back(ops::GroupNormOp<Cpu>::backward(
         onednn::view_as_cpu(x), groups, onednn::view_as_cpu(gamma), onednn::view_as_cpu(mean),
         onednn::view_as_cpu(rstd), onednn::view_as_cpu(dy)));
   }
@@ -518,17 +518,17 @@ struct GroupNormOp<OneDnn> {
   static void forward_inplace(Tensor<T, OneDnn>& x, Index groups, const Tensor<T, OneDnn>& gamma,
                               const Tensor<T, OneDnn>& beta, double eps) {
     const bool per_channel = x.ndim() >= 2 && x.numel() > 0 && groups == x.dim(1) && x.is_contiguous() &&
-                             detail::norm_has(gamma) && detail::norm_has(beta);
+                             blendfuse::detail::norm_has(gamma) && blendfuse::detail::norm_has(beta);
     if (!per_channel) {
       Tensor<T, Cpu> v = onednn::view_as_cpu(x);
-      GroupNormOp<Cpu>::forward_inplace(v, groups, onednn::view_as_cpu(gamma),
+      ops::GroupNormOp<Cpu>::forward_inplace(v, groups, onednn::view_as_cpu(gamma),
                                         onednn::view_as_cpu(beta), eps);
       return;
     }
     const Index B = x.dim(0), C = x.dim(1), Tn = x.numel() / (B * C);
-    detail::norm_check_param(gamma, C, "group_norm_", "gamma", x);
-    detail::norm_check_param(beta, C, "group_norm_", "beta", x);
-    detail::norm_check_eps(eps, "group_norm_");
+    blendfuse::detail::norm_check_param(gamma, C, "group_norm_", "gamma", x);
+    blendfuse::detail::norm_check_param(beta, C, "group_norm_", "beta", x);
+    blendfuse::detail::norm_check_eps(eps, "group_norm_");
     const Tensor<T, OneDnn> g = gamma.contiguous(), b = beta.contiguous();
     for (Index n = 0; n < B; ++n)
       for (Index ch = 0; ch < C; ++ch) {
@@ -550,16 +550,16 @@ struct GroupNormOp<OneDnn> {
 
 /// Layer norm over the last dim on oneDNN; float only, double falls back.
 template <>
-struct LayerNormOp<OneDnn> {
+struct ops::LayerNormOp<OneDnn> {
   template <class T>
-  static NormResult<T, OneDnn> forward(const Tensor<T, OneDnn>& x, const Tensor<T, OneDnn>& gamma,
+  static ops::NormResult<T, OneDnn> forward(const Tensor<T, OneDnn>& x, const Tensor<T, OneDnn>& gamma,
                                        const Tensor<T, OneDnn>& beta, double eps) {
     namespace od = onednn::detail;
     if constexpr (std::is_same_v<T, float>) {
       if (x.ndim() >= 1 && x.numel() > 0) {
-        detail::norm_check_param(gamma, x.dim(-1), "layer_norm", "gamma", x);
-        detail::norm_check_param(beta, x.dim(-1), "layer_norm", "beta", x);
-        detail::norm_check_eps(eps, "layer_norm");
+        blendfuse::detail::norm_check_param(gamma, x.dim(-1), "layer_norm", "gamma", x);
+        blendfuse::detail::norm_check_param(beta, x.dim(-1), "layer_norm", "beta", x);
+        blendfuse::detail::norm_check_eps(eps, "layer_norm");
         const Index d = x.dim(-1), rows = x.numel() / d;
         const float feps = static_cast<float>(eps);
         const auto e = od::PrimitiveCache::instance().get<od::LnFwd>(
@@ -569,7 +569,7 @@ struct LayerNormOp<OneDnn> {
             });
         const Shape ss(x.shape().begin(), x.shape().end() - 1);
         const Tensor<float, OneDnn> xc = x.contiguous();
-        NormResult<float, OneDnn> r{Tensor<float, OneDnn>(x.shape()), Tensor<float, OneDnn>(ss),
+        ops::NormResult<float, OneDnn> r{Tensor<float, OneDnn>(x.shape()), Tensor<float, OneDnn>(ss),
                                     Tensor<float, OneDnn>(ss)};
         std::vector<float> var(static_cast<std::size_t>(rows));
         const auto scale = od::param_or(gamma, d, 1.f), shift = od::param_or(beta, d, 0.f);
@@ -586,7 +586,7 @@ struct LayerNormOp<OneDnn> {
         return r;
       }
     }
-    return od::norm_result_back(LayerNormOp<Cpu>::forward(
+    return od::norm_result_back(ops::LayerNormOp<Cpu>::forward(
         onednn::view_as_cpu(x), onednn::view_as_cpu(gamma), onednn::view_as_cpu(beta), eps));
   }
 
@@ -598,9 +598,9 @@ struct LayerNormOp<OneDnn> {
     namespace od = onednn::detail;
     if constexpr (std::is_same_v<T, float>) {
       if (x.ndim() >= 1 && x.numel() > 0) {
-        detail::norm_check_param(gamma, x.dim(-1), "layer_norm_into", "gamma", x);
-        detail::norm_check_param(beta, x.dim(-1), "layer_norm_into", "beta", x);
-        detail::norm_check_eps(eps, "layer_norm_into");
+        blendfuse::detail::norm_check_param(gamma, x.dim(-1), "layer_norm_into", "gamma", x);
+        blendfuse::detail::norm_check_param(beta, x.dim(-1), "layer_norm_into", "beta", x);
+        blendfuse::detail::norm_check_eps(eps, "layer_norm_into");
         BF_CHECK(y.shape() == x.shape() && y.is_contiguous(), ShapeError, "layer_norm_into: output ",
                  y.shape_string(), " must be contiguous with the shape of x ", x.shape_string());
         const Index d = x.dim(-1), rows = x.numel() / d;
@@ -624,20 +624,20 @@ struct LayerNormOp<OneDnn> {
       }
     }
     Tensor<T, Cpu> yv = onednn::view_as_cpu(y);
-    LayerNormOp<Cpu>::forward_into(yv, onednn::view_as_cpu(x), onednn::view_as_cpu(gamma),
+    ops::LayerNormOp<Cpu>::forward_into(yv, onednn::view_as_cpu(x), onednn::view_as_cpu(gamma),
                                    onednn::view_as_cpu(beta), eps);
   }
 
   template <class T>
-  static NormGrads<T, OneDnn> backward(const Tensor<T, OneDnn>& x, const Tensor<T, OneDnn>& gamma,
+  static ops::NormGrads<T, OneDnn> backward(const Tensor<T, OneDnn>& x, const Tensor<T, OneDnn>& gamma,
                                        const Tensor<T, OneDnn>& mean, const Tensor<T, OneDnn>& rstd,
                                        const Tensor<T, OneDnn>& dy) {
     namespace od = onednn::detail;
     if constexpr (std::is_same_v<T, float>) {
       if (x.ndim() >= 1 && x.numel() > 0) {
         const Shape ss(x.shape().begin(), x.shape().end() - 1);
-        detail::norm_check_param(gamma, x.dim(-1), "layer_norm_backward", "gamma", x);
-        detail::norm_check_backward(x, mean, rstd, dy, ss, "layer_norm_backward");
+        blendfuse::detail::norm_check_param(gamma, x.dim(-1), "layer_norm_backward", "gamma", x);
+        blendfuse::detail::norm_check_backward(x, mean, rstd, dy, ss, "layer_norm_backward");
         const Index d = x.dim(-1), rows = x.numel() / d;
         const auto e = od::PrimitiveCache::instance().get<od::LnBwd>(
             od::make_key("layer_norm_bwd", rows, d), [&] {
@@ -657,7 +657,7 @@ struct LayerNormOp<OneDnn> {
         }
         const auto scale = od::param_or(gamma, d, 1.f);
         const std::vector<float> shift(static_cast<std::size_t>(d), 0.f);  // required, unused
-        NormGrads<float, OneDnn> g{Tensor<float, OneDnn>(x.shape()), Tensor<float, OneDnn>({d}),
+        ops::NormGrads<float, OneDnn> g{Tensor<float, OneDnn>(x.shape()), Tensor<float, OneDnn>({d}),
                                    Tensor<float, OneDnn>({d})};
         const auto md = od::plain_md({rows, d}), smd = od::plain_md({rows}), pmd = od::plain_md({d});
         od::run(e->prim, {{DNNL_ARG_SRC, od::wrap(md, xc.data())},
@@ -672,7 +672,7 @@ struct LayerNormOp<OneDnn> {
         return g;
       }
     }
-    return od::norm_grads_back(LayerNormOp<Cpu>::backward(
+    return od::norm_grads_back(ops::LayerNormOp<Cpu>::backward(
         onednn::view_as_cpu(x), onednn::view_as_cpu(gamma), onednn::view_as_cpu(mean),
         onednn::view_as_cpu(rstd), onednn::view_as_cpu(dy)));
   }
@@ -693,14 +693,14 @@ NormReluResult<T, B> instance_norm_relu(const Tensor<T, B>& x, const Tensor<T, B
     ::blendfuse::detail::norm_check_eps(eps, "instance_norm_relu");
     if (g.channels() > 0 && g.inner > 0) return detail::instance_norm_forward(x, gamma, beta, eps, true);
   }
-  NormResult<T, B> r = ops::instance_norm(x, gamma, beta, eps);
+  ops::NormResult<T, B> r = ops::instance_norm(x, gamma, beta, eps);
   ops::relu_(r.y);
   return {r.y, r.mean, r.rstd, {}};
 }
 
 /// Gradients {dx, dgamma, dbeta} of instance_norm_relu given its result `fwd` and dy = ∂L/∂y.
 template <class T, class B>
-NormGrads<T, B> instance_norm_relu_backward(const Tensor<T, B>& x, const Tensor<T, B>& gamma,
+ops::NormGrads<T, B> instance_norm_relu_backward(const Tensor<T, B>& x, const Tensor<T, B>& gamma,
                                             const NormReluResult<T, B>& fwd,
                                             const std::type_identity_t<Tensor<T, B>>& dy) {
   if constexpr (std::is_same_v<B, OneDnn> && std::is_same_v<T, float>) {

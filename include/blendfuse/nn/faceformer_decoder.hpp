@@ -96,7 +96,7 @@ class FaceFormer {
     Tensor<T> audio, style;       // inputs (B, T, audio_dim), (B, n_subjects)
     Tensor<T> shifted;            // (B, T, V·3): frame t holds the deformation of frame t − 1
     Tensor<T> x0;                 // decoder input (B, T, d)
-    MhaContext<T> sa;             // self-attention
+    ops::MhaContext<T> sa;             // self-attention
     Tensor<T> h1, mean1, rstd1, n1;
     Tensor<T> memory, cross_v;    // audio_feature_map output and its value projection (B, T, d)
     Tensor<T> h2, mean2, rstd2, n2;
@@ -227,18 +227,18 @@ class FaceFormer {
       }
 
     const Tensor<T> mask = faceformer_biased_mask<T>(cfg_.num_heads, Tn, cfg_.period, cfg_.attention_window);
-    MhaResult<T> sa = ops::multi_head_attention(x0, x0, x0, self_weights(), MhaParams{cfg_.num_heads}, mask);
+    ops::MhaResult<T> sa = ops::multi_head_attention(x0, x0, x0, self_weights(), ops::MhaParams{cfg_.num_heads}, mask);
     Tensor<T> h1 = add(x0, sa.output);
-    NormResult<T> r1 = ops::layer_norm(h1, n1_w_.value, n1_b_.value, cfg_.layer_norm_eps);
+    ops::NormResult<T> r1 = ops::layer_norm(h1, n1_w_.value, n1_b_.value, cfg_.layer_norm_eps);
 
     Tensor<T> memory = ops::linear(audio, afm_w_.value, afm_b_.value);
     Tensor<T> cross_v = ops::linear(memory, ca_in_w_.value.slice(0, 2 * d, 3 * d), ca_in_b_.value.slice(0, 2 * d, 3 * d));
     Tensor<T> h2 = add(r1.y, ops::linear(cross_v, ca_out_w_.value, ca_out_b_.value));
-    NormResult<T> r2 = ops::layer_norm(h2, n2_w_.value, n2_b_.value, cfg_.layer_norm_eps);
+    ops::NormResult<T> r2 = ops::layer_norm(h2, n2_w_.value, n2_b_.value, cfg_.layer_norm_eps);
 
     Tensor<T> relu = ops::relu(ops::linear(r2.y, l1_w_.value, l1_b_.value));
     Tensor<T> h3 = add(r2.y, ops::linear(relu, l2_w_.value, l2_b_.value));
-    NormResult<T> r3 = ops::layer_norm(h3, n3_w_.value, n3_b_.value, cfg_.layer_norm_eps);
+    ops::NormResult<T> r3 = ops::layer_norm(h3, n3_w_.value, n3_b_.value, cfg_.layer_norm_eps);
     Tensor<T> out = ops::linear(r3.y, vmr_w_.value, vmr_b_.value);
     if (ctx) {
       ctx->audio = audio.contiguous();
@@ -309,7 +309,7 @@ class FaceFormer {
     n1_w_.accumulate(g1.dgamma);
     n1_b_.accumulate(g1.dbeta);
     auto gsa = ops::multi_head_attention_backward(c.x0, c.x0, c.x0, self_weights(),
-                                                  MhaParams{cfg_.num_heads}, c.sa, g1.dx);
+                                                  ops::MhaParams{cfg_.num_heads}, c.sa, g1.dx);
     sa_in_w_.accumulate(gsa.din_proj_weight);
     sa_in_b_.accumulate(gsa.din_proj_bias);
     sa_out_w_.accumulate(gsa.dout_proj_weight);
@@ -452,8 +452,8 @@ class FaceFormer {
     }
   }
 
-  MhaWeights<T> self_weights() const {
-    return MhaWeights<T>{sa_in_w_.value, sa_in_b_.value, sa_out_w_.value, sa_out_b_.value};
+  ops::MhaWeights<T> self_weights() const {
+    return ops::MhaWeights<T>{sa_in_w_.value, sa_in_b_.value, sa_out_w_.value, sa_out_b_.value};
   }
 
   static Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {

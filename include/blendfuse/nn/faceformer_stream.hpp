@@ -131,7 +131,7 @@ class FaceFormerStream {
         row[j] = static_cast<T>(-slope * static_cast<double>(age / c.period));
       }
     }
-    ops::sdpa_cached_into(attn_, q_, kc_, vc_, n_keys, mask_, SdpaParams{}, scores_);
+    ops::sdpa_cached_into(attn_, q_, kc_, vc_, n_keys, mask_, ops::SdpaParams{}, scores_);
     ops::linear_into(h_, attn_flat_, M.sa_out_w_.value, M.sa_out_b_.value);
     add_to(h_, e_);
     ops::layer_norm_into(n_, h_, M.n1_w_.value, M.n1_b_.value, c.layer_norm_eps);

@@ -97,7 +97,7 @@ class Wav2Vec2EncoderLayer {
     TensorB q = ops::linear(x, pv(q_w), pv(q_b));
     TensorB k = ops::linear(x, pv(k_w), pv(k_b));
     TensorB v = ops::linear(x, pv(v_w), pv(v_b));
-    SdpaResult<T, Backend> sd;  // training keeps the probabilities for backward
+    ops::SdpaResult<T, Backend> sd;  // training keeps the probabilities for backward
     TensorB attn;
     if (c) {
       sd = ops::sdpa(heads(q, num_heads), heads(k, num_heads), heads(v, num_heads));
@@ -153,8 +153,8 @@ class Wav2Vec2EncoderLayer {
     auto go = ops::linear_backward(c.attn, pv(o_w), g1.dx);
     o_w.accumulate(hv(go.dw));
     o_b.accumulate(hv(go.db));
-    SdpaGrads<T, Backend> gs = AttentionOp<Backend>::template sdpa_backward<T>(heads(c.q, num_heads), heads(c.k, num_heads), heads(c.v, num_heads), c.probs,
-                                                                   heads(go.dx, num_heads), SdpaParams{});
+    ops::SdpaGrads<T, Backend> gs = ops::AttentionOp<Backend>::template sdpa_backward<T>(heads(c.q, num_heads), heads(c.k, num_heads), heads(c.v, num_heads), c.probs,
+                                                                   heads(go.dx, num_heads), ops::SdpaParams{});
     TensorB dx = std::move(g1.dx);  // residual h1 = x + attention(x)
     const std::pair<Parameter<T>*, Parameter<T>*> proj[3] = {{&q_w, &q_b}, {&k_w, &k_b}, {&v_w, &v_b}};
     const TensorB* dheads[3] = {&gs.dq, &gs.dk, &gs.dv};

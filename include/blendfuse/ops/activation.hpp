@@ -29,6 +29,7 @@
 #include "blendfuse/ops/dense_check.hpp"
 
 namespace blendfuse {
+namespace ops {
 
 /// GELU variants, as PyTorch's `approximate` argument ('none' / 'tanh').
 enum class GeluApprox { None, Tanh };
@@ -40,6 +41,7 @@ struct DropoutResult {
   Tensor<std::uint8_t, Backend> mask;
 };
 
+}  // namespace ops
 namespace detail {
 
 template <class T, class B>
@@ -56,13 +58,14 @@ constexpr void act_static_checks() {
 }
 
 }  // namespace detail
+namespace ops {
 
 /// ReLU; reference implementation.
 template <class Backend>
 struct ReluOp {
   template <class T>
   static Tensor<T, Backend> forward(const Tensor<T, Backend>& x) {
-    detail::act_static_checks<T, Backend>();
+    blendfuse::detail::act_static_checks<T, Backend>();
     Tensor<T, Backend> y = x.clone();
     for (Index i = 0; i < y.numel(); ++i) y[i] = y[i] > T(0) ? y[i] : T(0);
     return y;
@@ -71,9 +74,9 @@ struct ReluOp {
   /// In place on x (which may be a strided view).
   template <class T>
   static void forward_inplace(Tensor<T, Backend>& x) {
-    detail::act_static_checks<T, Backend>();
+    blendfuse::detail::act_static_checks<T, Backend>();
     T* p = x.data();
-    if (detail::is_contiguous_noalloc(x)) {  // allocation-free (inference steps)
+    if (blendfuse::detail::is_contiguous_noalloc(x)) {  // allocation-free (inference steps)
       for (Index i = 0, n = x.numel(); i < n; ++i) p[i] = p[i] > T(0) ? p[i] : T(0);
       return;
     }
@@ -82,8 +85,8 @@ struct ReluOp {
 
   template <class T>
   static Tensor<T, Backend> backward(const Tensor<T, Backend>& y, const Tensor<T, Backend>& dy) {
-    detail::act_static_checks<T, Backend>();
-    detail::act_check_same(y, dy, "relu_backward", "y");
+    blendfuse::detail::act_static_checks<T, Backend>();
+    blendfuse::detail::act_check_same(y, dy, "relu_backward", "y");
     const Tensor<T, Backend> yc = y.contiguous();
     Tensor<T, Backend> dx = dy.clone();
     for (Index i = 0; i < dx.numel(); ++i)
@@ -97,7 +100,7 @@ template <class Backend>
 struct GeluOp {
   template <class T>
   static Tensor<T, Backend> forward(const Tensor<T, Backend>& x, GeluApprox approx) {
-    detail::act_static_checks<T, Backend>();
+    blendfuse::detail::act_static_checks<T, Backend>();
     Tensor<T, Backend> y = x.clone();
     for (Index i = 0; i < y.numel(); ++i) y[i] = value(y[i], approx);
     return y;
@@ -106,9 +109,9 @@ struct GeluOp {
   /// In place on x (which may be a strided view); the same values as forward().
   template <class T>
   static void forward_inplace(Tensor<T, Backend>& x, GeluApprox approx) {
-    detail::act_static_checks<T, Backend>();
+    blendfuse::detail::act_static_checks<T, Backend>();
     T* p = x.data();
-    if (detail::is_contiguous_noalloc(x)) {
+    if (blendfuse::detail::is_contiguous_noalloc(x)) {
       const Index n = x.numel();
       for (Index i = 0; i < n; ++i) p[i] = value(p[i], approx);
       return;
@@ -119,8 +122,8 @@ struct GeluOp {
   template <class T>
   static Tensor<T, Backend> backward(const Tensor<T, Backend>& x, const Tensor<T, Backend>& dy,
                                      GeluApprox approx) {
-    detail::act_static_checks<T, Backend>();
-    detail::act_check_same(x, dy, "gelu_backward", "x");
+    blendfuse::detail::act_static_checks<T, Backend>();
+    blendfuse::detail::act_check_same(x, dy, "gelu_backward", "x");
     const Tensor<T, Backend> xc = x.contiguous();
     Tensor<T, Backend> dx = dy.clone();
     for (Index i = 0; i < dx.numel(); ++i) dx[i] *= derivative(xc[i], approx);
@@ -164,7 +167,7 @@ template <class Backend>
 struct SoftmaxOp {
   template <class T>
   static Tensor<T, Backend> forward(const Tensor<T, Backend>& x) {
-    detail::act_static_checks<T, Backend>();
+    blendfuse::detail::act_static_checks<T, Backend>();
     BF_CHECK(x.ndim() >= 1, ShapeError, "softmax: expected x of shape (..., D), got a 0-d tensor");
     Tensor<T, Backend> y = x.clone();
     const Index D = y.dim(-1);
@@ -187,10 +190,10 @@ struct SoftmaxOp {
 
   template <class T>
   static Tensor<T, Backend> backward(const Tensor<T, Backend>& y, const Tensor<T, Backend>& dy) {
-    detail::act_static_checks<T, Backend>();
+    blendfuse::detail::act_static_checks<T, Backend>();
     BF_CHECK(y.ndim() >= 1, ShapeError,
              "softmax_backward: expected y of shape (..., D), got a 0-d tensor");
-    detail::act_check_same(y, dy, "softmax_backward", "y");
+    blendfuse::detail::act_check_same(y, dy, "softmax_backward", "y");
     const Tensor<T, Backend> yc = y.contiguous();
     Tensor<T, Backend> dx = dy.clone();
     const Index D = y.dim(-1);
@@ -214,7 +217,7 @@ struct DropoutOp {
   template <class T>
   static DropoutResult<T, Backend> forward(const Tensor<T, Backend>& x, double p, bool training,
                                            Rng& rng) {
-    detail::act_static_checks<T, Backend>();
+    blendfuse::detail::act_static_checks<T, Backend>();
     check_p(p, "dropout");
     DropoutResult<T, Backend> r{x.clone(), Tensor<std::uint8_t, Backend>()};
     if (!training) return r;
@@ -231,7 +234,7 @@ struct DropoutOp {
   template <class T>
   static Tensor<T, Backend> backward(const Tensor<T, Backend>& dy,
                                      const Tensor<std::uint8_t, Backend>& mask, double p) {
-    detail::act_static_checks<T, Backend>();
+    blendfuse::detail::act_static_checks<T, Backend>();
     check_p(p, "dropout_backward");
     Tensor<T, Backend> dx = dy.clone();
     if (mask.empty() && mask.ndim() == 0) return dx;  // eval mode: identity
@@ -254,7 +257,6 @@ struct DropoutOp {
   }
 };
 
-namespace ops {
 
 /// max(x, 0), any shape.
 template <class T, class B>

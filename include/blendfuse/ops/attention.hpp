@@ -37,6 +37,7 @@
 #include "blendfuse/ops/linear.hpp"
 
 namespace blendfuse {
+namespace ops {
 
 struct SdpaParams {
   double scale = 0.0;  ///< multiplier of q kᵀ; 0 means 1/sqrt(D)
@@ -90,6 +91,7 @@ struct MhaGrads {
   Tensor<T, Backend> dout_proj_bias;        ///< (E,)
 };
 
+}  // namespace ops
 namespace detail::attn {
 
 /// Read access to an additive mask broadcast to (N, H, L, S).
@@ -156,6 +158,7 @@ StridedConstMap<T> head_map(const Tensor<T, B>& t, Index n, Index h, Index rows 
 }
 
 }  // namespace detail::attn
+namespace ops {
 
 /// Reference attention kernels.
 template <class Backend>
@@ -180,24 +183,24 @@ struct AttentionOp {
   static SdpaResult<T, Backend> sdpa_forward(const TensorT<T>& q_in, const TensorT<T>& k_in,
                                              const TensorT<T>& v_in, const TensorT<T>& mask,
                                              const SdpaParams& p, bool keep_probs = true) {
-    detail::dense::require_host_backend<T, Backend>();
+    blendfuse::detail::dense::require_host_backend<T, Backend>();
     check_sdpa<T>(q_in, k_in, v_in, "sdpa");
-    const TensorT<T> q = detail::attn::unit_last_stride(q_in), k = detail::attn::unit_last_stride(k_in),
-                     v = detail::attn::unit_last_stride(v_in);
+    const TensorT<T> q = blendfuse::detail::attn::unit_last_stride(q_in), k = blendfuse::detail::attn::unit_last_stride(k_in),
+                     v = blendfuse::detail::attn::unit_last_stride(v_in);
     const Index N = q.dim(0), H = q.dim(1), L = q.dim(2), D = q.dim(3), S = k.dim(2),
                 Dv = v.dim(3);
-    const auto ma = detail::attn::make_mask_access(mask, N, H, L, S, "sdpa");
+    const auto ma = blendfuse::detail::attn::make_mask_access(mask, N, H, L, S, "sdpa");
     const T scale = static_cast<T>(p.scale != 0.0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(D)));
     SdpaResult<T, Backend> r;
     r.out = TensorT<T>({N, H, L, Dv});
     if (keep_probs) r.probs = TensorT<T>({N, H, L, S});
-    detail::dense::RowMat<T> scratch;
+    blendfuse::detail::dense::RowMat<T> scratch;
     if (!keep_probs) scratch.resize(L, S);
     for (Index n = 0; n < N; ++n)
       for (Index h = 0; h < H; ++h) {
         T* pp = keep_probs ? r.probs.data() + (n * H + h) * L * S : scratch.data();
-        head(pp, L, S, Dv, detail::attn::head_map(q, n, h), detail::attn::head_map(k, n, h),
-             detail::attn::head_map(v, n, h), ma, ma.block(n, h), scale, r.out.data() + (n * H + h) * L * Dv);
+        head(pp, L, S, Dv, blendfuse::detail::attn::head_map(q, n, h), blendfuse::detail::attn::head_map(k, n, h),
+             blendfuse::detail::attn::head_map(v, n, h), ma, ma.block(n, h), scale, r.out.data() + (n * H + h) * L * Dv);
       }
     return r;
   }
@@ -207,7 +210,7 @@ struct AttentionOp {
   static void sdpa_cached_into(TensorT<T>& out, const TensorT<T>& q, const TensorT<T>& k_cache,
                                const TensorT<T>& v_cache, Index length, const TensorT<T>& mask,
                                const SdpaParams& p, TensorT<T>& scratch) {
-    detail::dense::require_host_backend<T, Backend>();
+    blendfuse::detail::dense::require_host_backend<T, Backend>();
     check_sdpa<T>(q, k_cache, v_cache, "sdpa_cached_into");
     const Index N = q.dim(0), H = q.dim(1), L = q.dim(2), D = q.dim(3), Smax = k_cache.dim(2),
                 Dv = v_cache.dim(3);
@@ -215,29 +218,29 @@ struct AttentionOp {
              " exceeds cache ", k_cache.shape_string());
     BF_CHECK(q.stride(-1) == 1 && k_cache.stride(-1) == 1 && v_cache.stride(-1) == 1, ShapeError,
              "sdpa_cached_into: q and the caches need a unit last stride");
-    BF_CHECK(out.ndim() == 4 && detail::is_contiguous_noalloc(out) && out.dim(0) == N && out.dim(1) == H &&
+    BF_CHECK(out.ndim() == 4 && blendfuse::detail::is_contiguous_noalloc(out) && out.dim(0) == N && out.dim(1) == H &&
                  out.dim(2) == L && out.dim(3) == Dv,
              ShapeError, "sdpa_cached_into: output ", out.shape_string(), " must be contiguous (",
              N, ", ", H, ", ", L, ", ", Dv, ")");
-    BF_CHECK(detail::is_contiguous_noalloc(scratch) && scratch.numel() >= L * length, ShapeError,
+    BF_CHECK(blendfuse::detail::is_contiguous_noalloc(scratch) && scratch.numel() >= L * length, ShapeError,
              "sdpa_cached_into: scratch ", scratch.shape_string(), " needs at least L·length = ",
              L * length, " contiguous elements");
     const bool has_mask = !(mask.empty() && mask.ndim() == 0);
     const Index Sm = has_mask && mask.ndim() >= 2 && mask.dim(-1) == Smax ? Smax : length;
-    const auto ma = detail::attn::make_mask_access(mask, N, H, L, Sm, "sdpa_cached_into");
+    const auto ma = blendfuse::detail::attn::make_mask_access(mask, N, H, L, Sm, "sdpa_cached_into");
     const T scale = static_cast<T>(p.scale != 0.0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(D)));
     for (Index n = 0; n < N; ++n)
       for (Index h = 0; h < H; ++h)
-        head(scratch.data(), L, length, Dv, detail::attn::head_map(q, n, h),
-             detail::attn::head_map(k_cache, n, h, length), detail::attn::head_map(v_cache, n, h, length), ma,
+        head(scratch.data(), L, length, Dv, blendfuse::detail::attn::head_map(q, n, h),
+             blendfuse::detail::attn::head_map(k_cache, n, h, length), blendfuse::detail::attn::head_map(v_cache, n, h, length), ma,
              ma.block(n, h), scale, out.data() + (n * H + h) * L * Dv);
   }
 
   /// One head: P (L, S) = softmax(scale · Q Kᵀ + mask) in pp, O (L, Dv) = P V.
   template <class T, class QM, class KM, class VM>
   static void head(T* pp, Index L, Index S, Index Dv, const QM& Q, const KM& K, const VM& V,
-                   const detail::attn::MaskAccess<T>& ma, const T* mb, T scale, T* op) {
-    detail::dense::MatMap<T> P(pp, L, S);
+                   const blendfuse::detail::attn::MaskAccess<T>& ma, const T* mb, T scale, T* op) {
+    blendfuse::detail::dense::MatMap<T> P(pp, L, S);
     if (L == 0) return;
     if (S > 0) {
       P.noalias() = Q * K.transpose();
@@ -255,7 +258,7 @@ struct AttentionOp {
       if (!(mx > -std::numeric_limits<T>::infinity())) r.setConstant(std::numeric_limits<T>::quiet_NaN());
       r *= T(1) / r.sum();
     }
-    detail::dense::MatMap<T> O(op, L, Dv);
+    blendfuse::detail::dense::MatMap<T> O(op, L, Dv);
     if (S > 0)
       O.noalias() = P * V;
     else
@@ -266,7 +269,7 @@ struct AttentionOp {
   static SdpaGrads<T, Backend> sdpa_backward(const TensorT<T>& q_in, const TensorT<T>& k_in,
                                              const TensorT<T>& v_in, const TensorT<T>& probs_in,
                                              const TensorT<T>& dout_in, const SdpaParams& p) {
-    detail::dense::require_host_backend<T, Backend>();
+    blendfuse::detail::dense::require_host_backend<T, Backend>();
     check_sdpa<T>(q_in, k_in, v_in, "sdpa_backward");
     const Index N = q_in.dim(0), H = q_in.dim(1), L = q_in.dim(2), D = q_in.dim(3),
                 S = k_in.dim(2), Dv = v_in.dim(3);
@@ -274,31 +277,31 @@ struct AttentionOp {
              probs_in.shape_string(), " should be ", shape_str({N, H, L, S}));
     BF_CHECK(dout_in.shape() == (Shape{N, H, L, Dv}), ShapeError, "sdpa_backward: dout ",
              dout_in.shape_string(), " should be ", shape_str({N, H, L, Dv}));
-    const TensorT<T> q = detail::attn::unit_last_stride(q_in), k = detail::attn::unit_last_stride(k_in),
-                     v = detail::attn::unit_last_stride(v_in), P = probs_in.contiguous(),
+    const TensorT<T> q = blendfuse::detail::attn::unit_last_stride(q_in), k = blendfuse::detail::attn::unit_last_stride(k_in),
+                     v = blendfuse::detail::attn::unit_last_stride(v_in), P = probs_in.contiguous(),
                      dO = dout_in.contiguous();
     const T scale = static_cast<T>(p.scale != 0.0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(D)));
     SdpaGrads<T, Backend> g{TensorT<T>(q_in.shape()), TensorT<T>(k_in.shape()),
                             TensorT<T>(v_in.shape())};
-    detail::dense::RowMat<T> dS(L, S);
+    blendfuse::detail::dense::RowMat<T> dS(L, S);
     for (Index n = 0; n < N; ++n)
       for (Index h = 0; h < H; ++h) {
         const Index b = n * H + h;
-        detail::dense::ConstMatMap<T> Pm(P.data() + b * L * S, L, S);
-        detail::dense::ConstMatMap<T> dOm(dO.data() + b * L * Dv, L, Dv);
-        detail::dense::MatMap<T> dQ(g.dq.data() + b * L * D, L, D);
-        detail::dense::MatMap<T> dK(g.dk.data() + b * S * D, S, D);
-        detail::dense::MatMap<T> dV(g.dv.data() + b * S * Dv, S, Dv);
+        blendfuse::detail::dense::ConstMatMap<T> Pm(P.data() + b * L * S, L, S);
+        blendfuse::detail::dense::ConstMatMap<T> dOm(dO.data() + b * L * Dv, L, Dv);
+        blendfuse::detail::dense::MatMap<T> dQ(g.dq.data() + b * L * D, L, D);
+        blendfuse::detail::dense::MatMap<T> dK(g.dk.data() + b * S * D, S, D);
+        blendfuse::detail::dense::MatMap<T> dV(g.dv.data() + b * S * Dv, S, Dv);
         if (L == 0 || S == 0) continue;
         dV.noalias() = Pm.transpose() * dOm;
-        dS.noalias() = dOm * detail::attn::head_map(v, n, h).transpose();  // dP
+        dS.noalias() = dOm * blendfuse::detail::attn::head_map(v, n, h).transpose();  // dP
         for (Index l = 0; l < L; ++l) {
           T dot = 0;
           for (Index s = 0; s < S; ++s) dot += Pm(l, s) * dS(l, s);
           for (Index s = 0; s < S; ++s) dS(l, s) = Pm(l, s) * (dS(l, s) - dot) * scale;
         }
-        dQ.noalias() = dS * detail::attn::head_map(k, n, h);
-        dK.noalias() = dS.transpose() * detail::attn::head_map(q, n, h);
+        dQ.noalias() = dS * blendfuse::detail::attn::head_map(k, n, h);
+        dK.noalias() = dS.transpose() * blendfuse::detail::attn::head_map(q, n, h);
       }
     return g;
   }
@@ -349,7 +352,7 @@ struct AttentionOp {
                                            const TensorT<T>& value,
                                            const MhaWeights<T, Backend>& w, const MhaParams& p,
                                            const TensorT<T>& mask) {
-    detail::dense::require_host_backend<T, Backend>();
+    blendfuse::detail::dense::require_host_backend<T, Backend>();
     const Index E = check_mha<T>(query, key, value, w, p, "multi_head_attention");
     const Index H = p.num_heads;
     auto wpart = [&](Index i) { return w.in_proj_weight.slice(0, i * E, (i + 1) * E); };
@@ -373,7 +376,7 @@ struct AttentionOp {
                                            const MhaWeights<T, Backend>& w, const MhaParams& p,
                                            const MhaContext<T, Backend>& ctx,
                                            const TensorT<T>& dout) {
-    detail::dense::require_host_backend<T, Backend>();
+    blendfuse::detail::dense::require_host_backend<T, Backend>();
     const Index E = check_mha<T>(query, key, value, w, p, "multi_head_attention_backward");
     BF_CHECK(dout.shape() == query.shape(), ShapeError,
              "multi_head_attention_backward: dout ", dout.shape_string(),
@@ -438,7 +441,6 @@ struct AttentionInferenceOp {
   }
 };
 
-namespace ops {
 
 /// Scaled dot-product attention; returns output and probabilities (for backward).
 template <class T, class B>

@@ -22,12 +22,14 @@
 #include "blendfuse/core/tensor.hpp"
 
 namespace blendfuse {
+namespace ops {
 
 template <class T, class Backend = Cpu>
 struct InterpGrads {
   Tensor<T, Backend> dx;  ///< shaped like the forward input
 };
 
+}  // namespace ops
 namespace detail::interp {
 
 template <class T>
@@ -56,6 +58,7 @@ InterpTap<T> interp_tap(Index i, Index t_in, Index t_out) {
 }
 
 }  // namespace detail::interp
+namespace ops {
 
 /// Reference linear interpolation (align_corners=True) along one axis of a 3-d tensor.
 template <class Backend>
@@ -81,7 +84,7 @@ struct InterpOp {
     const Index outer = time_dim == 2 ? x.dim(0) * x.dim(1) : x.dim(0);
     const Index inner = time_dim == 2 ? 1 : x.dim(2);
     for (Index i = 0; i < t_out; ++i) {
-      const auto tap = detail::interp::interp_tap<T>(i, t_in, t_out);
+      const auto tap = blendfuse::detail::interp::interp_tap<T>(i, t_in, t_out);
       for (Index o = 0; o < outer; ++o) {
         const T* x0 = xc.data() + (o * t_in + tap.i0) * inner;
         const T* x1 = xc.data() + (o * t_in + tap.i1) * inner;
@@ -110,7 +113,7 @@ struct InterpOp {
     const Index outer = time_dim == 2 ? dy.dim(0) * dy.dim(1) : dy.dim(0);
     const Index inner = time_dim == 2 ? 1 : dy.dim(2);
     for (Index i = 0; i < t_out; ++i) {
-      const auto tap = detail::interp::interp_tap<T>(i, t_in, t_out);
+      const auto tap = blendfuse::detail::interp::interp_tap<T>(i, t_in, t_out);
       for (Index o = 0; o < outer; ++o) {
         T* d0 = g.dx.data() + (o * t_in + tap.i0) * inner;
         T* d1 = g.dx.data() + (o * t_in + tap.i1) * inner;
@@ -125,7 +128,6 @@ struct InterpOp {
   }
 };
 
-namespace ops {
 
 /// F.interpolate(x, size=t_out, mode='linear', align_corners=True); x (N, C, T_in).
 template <class T, class B>

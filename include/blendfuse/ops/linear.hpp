@@ -65,6 +65,7 @@ constexpr void require_host_backend() {
 }
 
 }  // namespace detail::dense
+namespace ops {
 
 // ---- linear ------------------------------------------------------------------------------------
 
@@ -95,7 +96,7 @@ struct LinearOp {
 
   template <class T>
   static TensorT<T> forward(const TensorT<T>& x, const TensorT<T>& w, const TensorT<T>& b) {
-    detail::dense::require_host_backend<T, Backend>();
+    blendfuse::detail::dense::require_host_backend<T, Backend>();
     check(x, w, &b);
     const Index in = w.dim(1), out = w.dim(0);
     const Index rows = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
@@ -111,9 +112,9 @@ struct LinearOp {
   /// y (rows, out) = x (rows, in) · wᵀ [+ b] on contiguous buffers.
   template <class T>
   static void gemm_bias(T* y, Index rows, Index in, Index out, const T* x, const T* w, const T* b) {
-    detail::dense::gemm<T>(y, rows, out, in, x, false, w, true, false);
+    blendfuse::detail::dense::gemm<T>(y, rows, out, in, x, false, w, true, false);
     if (b) {
-      detail::dense::MatMap<T> Y(y, rows, out);
+      blendfuse::detail::dense::MatMap<T> Y(y, rows, out);
       Y.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(b, out);
     }
   }
@@ -122,7 +123,7 @@ struct LinearOp {
   /// without allocating on success; returns the number of rows.
   template <class T>
   static Index check_into(const TensorT<T>& y, const TensorT<T>& x, const TensorT<T>& w) {
-    bool ok = y.ndim() == x.ndim() && detail::is_contiguous_noalloc(y) && y.dim(-1) == w.dim(0);
+    bool ok = y.ndim() == x.ndim() && blendfuse::detail::is_contiguous_noalloc(y) && y.dim(-1) == w.dim(0);
     for (Index d = 0; ok && d + 1 < x.ndim(); ++d) ok = y.dim(d) == x.dim(d);
     BF_CHECK(ok, ShapeError, "linear_into: output ", y.shape_string(), " must be contiguous and shaped like input ",
              x.shape_string(), " with last dimension out_features = ", w.dim(0));
@@ -136,11 +137,11 @@ struct LinearOp {
   /// forward(); allocates nothing when x, w and b are contiguous.
   template <class T>
   static void forward_into(TensorT<T>& y, const TensorT<T>& x, const TensorT<T>& w, const TensorT<T>& b) {
-    detail::dense::require_host_backend<T, Backend>();
+    blendfuse::detail::dense::require_host_backend<T, Backend>();
     check(x, w, &b);
     const Index rows = check_into<T>(y, x, w), in = w.dim(1), out = w.dim(0);
-    if (detail::is_contiguous_noalloc(x) && detail::is_contiguous_noalloc(w) &&
-        (b.empty() || detail::is_contiguous_noalloc(b))) {
+    if (blendfuse::detail::is_contiguous_noalloc(x) && blendfuse::detail::is_contiguous_noalloc(w) &&
+        (b.empty() || blendfuse::detail::is_contiguous_noalloc(b))) {
       gemm_bias(y.data(), rows, in, out, x.data(), w.data(), b.empty() ? nullptr : b.data());
       return;
     }
@@ -152,7 +153,7 @@ struct LinearOp {
   template <class T>
   static LinearGrads<T, Backend> backward(const TensorT<T>& x, const TensorT<T>& w,
                                           const TensorT<T>& dy, bool need_bias_grad = true) {
-    detail::dense::require_host_backend<T, Backend>();
+    blendfuse::detail::dense::require_host_backend<T, Backend>();
     check<T>(x, w, nullptr);
     const Index in = w.dim(1), out = w.dim(0);
     Shape ys = x.shape();
@@ -164,11 +165,11 @@ struct LinearOp {
     const TensorT<T> xc = x.contiguous(), wc = w.contiguous(), dyc = dy.contiguous();
     LinearGrads<T, Backend> g{TensorT<T>(x.shape()), TensorT<T>(w.shape()),
                               need_bias_grad ? TensorT<T>({out}) : TensorT<T>()};
-    detail::dense::gemm<T>(g.dx.data(), rows, in, out, dyc.data(), false, wc.data(), false, false);
-    detail::dense::gemm<T>(g.dw.data(), out, in, rows, dyc.data(), true, xc.data(), false, false);
+    blendfuse::detail::dense::gemm<T>(g.dx.data(), rows, in, out, dyc.data(), false, wc.data(), false, false);
+    blendfuse::detail::dense::gemm<T>(g.dw.data(), out, in, rows, dyc.data(), true, xc.data(), false, false);
     if (need_bias_grad && rows > 0) {
       Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(g.db.data(), out) =
-          detail::dense::ConstMatMap<T>(dyc.data(), rows, out).colwise().sum();
+          blendfuse::detail::dense::ConstMatMap<T>(dyc.data(), rows, out).colwise().sum();
     }
     return g;
   }
@@ -187,6 +188,7 @@ struct MatmulGrads {
   Tensor<T, Backend> db;  ///< like B
 };
 
+}  // namespace ops
 namespace detail::dense {
 
 /// Shapes of a broadcast batched matmul: the common batch shape and, per batch entry, the
@@ -198,7 +200,7 @@ struct MatmulPlan {
   Shape out_shape;
 };
 
-inline MatmulPlan plan_matmul(const Shape& as, const Shape& bs, const MatmulParams& p,
+inline MatmulPlan plan_matmul(const Shape& as, const Shape& bs, const ops::MatmulParams& p,
                               const char* op) {
   BF_CHECK(as.size() >= 2 && bs.size() >= 2, ShapeError, op,
            ": both operands need at least 2 dimensions, got A ", shape_str(as), " and B ",
@@ -262,6 +264,7 @@ inline MatmulPlan plan_matmul(const Shape& as, const Shape& bs, const MatmulPara
 }
 
 }  // namespace detail::dense
+namespace ops {
 
 /// Reference (batched, broadcasting) matrix multiplication.
 template <class Backend>
@@ -271,12 +274,12 @@ struct MatmulOp {
 
   template <class T>
   static TensorT<T> forward(const TensorT<T>& a, const TensorT<T>& b, const MatmulParams& p) {
-    detail::dense::require_host_backend<T, Backend>();
-    const detail::dense::MatmulPlan pl = detail::dense::plan_matmul(a.shape(), b.shape(), p, "matmul");
+    blendfuse::detail::dense::require_host_backend<T, Backend>();
+    const blendfuse::detail::dense::MatmulPlan pl = blendfuse::detail::dense::plan_matmul(a.shape(), b.shape(), p, "matmul");
     TensorT<T> c(pl.out_shape);
     const TensorT<T> ac = a.contiguous(), bc = b.contiguous();
     for (std::size_t t = 0; t < pl.a_off.size(); ++t)
-      detail::dense::gemm<T>(c.data() + static_cast<Index>(t) * pl.m * pl.n, pl.m, pl.n, pl.k,
+      blendfuse::detail::dense::gemm<T>(c.data() + static_cast<Index>(t) * pl.m * pl.n, pl.m, pl.n, pl.k,
                       ac.data() + pl.a_off[t], p.trans_a, bc.data() + pl.b_off[t], p.trans_b,
                       false);
     return c;
@@ -286,8 +289,8 @@ struct MatmulOp {
   template <class T>
   static MatmulGrads<T, Backend> backward(const TensorT<T>& a, const TensorT<T>& b,
                                           const TensorT<T>& dc, const MatmulParams& p) {
-    detail::dense::require_host_backend<T, Backend>();
-    const detail::dense::MatmulPlan pl = detail::dense::plan_matmul(a.shape(), b.shape(), p, "matmul_backward");
+    blendfuse::detail::dense::require_host_backend<T, Backend>();
+    const blendfuse::detail::dense::MatmulPlan pl = blendfuse::detail::dense::plan_matmul(a.shape(), b.shape(), p, "matmul_backward");
     BF_CHECK(dc.shape() == pl.out_shape, ShapeError, "matmul_backward: dC ", dc.shape_string(),
              " does not match output shape ", shape_str(pl.out_shape), " of A ",
              a.shape_string(), " and B ", b.shape_string());
@@ -302,19 +305,18 @@ struct MatmulOp {
       T* dbt = g.db.data() + pl.b_off[t];
       // d op(A) = dC op(B)ᵀ (m, k);  d op(B) = op(A)ᵀ dC (k, n).
       if (!p.trans_a)
-        detail::dense::gemm<T>(dat, m, k, n, dct, false, bt, !p.trans_b, true);
+        blendfuse::detail::dense::gemm<T>(dat, m, k, n, dct, false, bt, !p.trans_b, true);
       else  // dA (k, m) = op(B) dCᵀ
-        detail::dense::gemm<T>(dat, k, m, n, bt, p.trans_b, dct, true, true);
+        blendfuse::detail::dense::gemm<T>(dat, k, m, n, bt, p.trans_b, dct, true, true);
       if (!p.trans_b)
-        detail::dense::gemm<T>(dbt, k, n, m, at, !p.trans_a, dct, false, true);
+        blendfuse::detail::dense::gemm<T>(dbt, k, n, m, at, !p.trans_a, dct, false, true);
       else  // dB (n, k) = dCᵀ op(A)
-        detail::dense::gemm<T>(dbt, n, k, m, dct, true, at, p.trans_a, true);
+        blendfuse::detail::dense::gemm<T>(dbt, n, k, m, dct, true, at, p.trans_a, true);
     }
     return g;
   }
 };
 
-namespace ops {
 
 /// y = x Wᵀ + b over the last dimension; x (..., in), w (out, in), b (out,) or empty.
 template <class T, class B>

@@ -31,6 +31,7 @@
 #include "blendfuse/ops/dense_check.hpp"
 
 namespace blendfuse {
+namespace ops {
 
 /// Output of a normalisation forward: `y` (shape of x) and the statistics the backward needs.
 template <class T, class Backend = Cpu>
@@ -48,6 +49,7 @@ struct NormGrads {
   Tensor<T, Backend> dbeta;   ///< (C) or (D)
 };
 
+}  // namespace ops
 namespace detail {
 
 // Common layout of the three norms on a contiguous x: `rows` independent normalisation groups,
@@ -119,7 +121,7 @@ void norm_forward_rows(const T* xp, T* yp, const T* gamma, const T* beta, double
 }
 
 template <class T, class B>
-NormResult<T, B> norm_forward_ref(const Tensor<T, B>& x_in, const Tensor<T, B>& gamma_in,
+ops::NormResult<T, B> norm_forward_ref(const Tensor<T, B>& x_in, const Tensor<T, B>& gamma_in,
                                   const Tensor<T, B>& beta_in, double eps, const NormLayout& L,
                                   const Shape& stat_shape) {
   static_assert(std::is_floating_point_v<T>, "normalisation needs a floating-point tensor");
@@ -128,7 +130,7 @@ NormResult<T, B> norm_forward_ref(const Tensor<T, B>& x_in, const Tensor<T, B>& 
   const bool has_g = norm_has(gamma_in), has_b = norm_has(beta_in);
   const Tensor<T, B> gamma = has_g ? gamma_in.contiguous() : Tensor<T, B>();
   const Tensor<T, B> beta = has_b ? beta_in.contiguous() : Tensor<T, B>();
-  NormResult<T, B> r{Tensor<T, B>(x.shape()), Tensor<T, B>(stat_shape), Tensor<T, B>(stat_shape)};
+  ops::NormResult<T, B> r{Tensor<T, B>(x.shape()), Tensor<T, B>(stat_shape), Tensor<T, B>(stat_shape)};
   norm_forward_rows(x.data(), r.y.data(), has_g ? gamma.data() : nullptr,
                     has_b ? beta.data() : nullptr, eps, L, r.mean.data(), r.rstd.data());
   return r;
@@ -159,7 +161,7 @@ void norm_forward_into_ref(Tensor<T, B>& y, const Tensor<T, B>& x, const Tensor<
 }
 
 template <class T, class B>
-NormGrads<T, B> norm_backward_ref(const Tensor<T, B>& x_in, const Tensor<T, B>& gamma_in,
+ops::NormGrads<T, B> norm_backward_ref(const Tensor<T, B>& x_in, const Tensor<T, B>& gamma_in,
                                   const Tensor<T, B>& mean_in, const Tensor<T, B>& rstd_in,
                                   const Tensor<T, B>& dy_in, const NormLayout& L) {
   static_assert(std::is_floating_point_v<T>, "normalisation needs a floating-point tensor");
@@ -168,7 +170,7 @@ NormGrads<T, B> norm_backward_ref(const Tensor<T, B>& x_in, const Tensor<T, B>& 
   const Tensor<T, B> mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
   const bool has_g = norm_has(gamma_in);
   const Tensor<T, B> gamma = has_g ? gamma_in.contiguous() : Tensor<T, B>();
-  NormGrads<T, B> g{Tensor<T, B>(x.shape()), Tensor<T, B>({L.params()}),
+  ops::NormGrads<T, B> g{Tensor<T, B>(x.shape()), Tensor<T, B>({L.params()}),
                     Tensor<T, B>({L.params()})};
   std::vector<double> dgamma(static_cast<std::size_t>(L.params()), 0.0);
   std::vector<double> dbeta(static_cast<std::size_t>(L.params()), 0.0);
@@ -226,6 +228,7 @@ void norm_check_backward(const Tensor<T, B>& x, const Tensor<T, B>& mean, const 
 }
 
 }  // namespace detail
+namespace ops {
 
 /// Instance normalisation of x (N, C, *); reference implementation (see the file comment).
 template <class Backend>
@@ -233,11 +236,11 @@ struct InstanceNormOp {
   template <class T>
   static NormResult<T, Backend> forward(const Tensor<T, Backend>& x, const Tensor<T, Backend>& gamma,
                                         const Tensor<T, Backend>& beta, double eps) {
-    const detail::NormLayout L = layout(x);
-    detail::norm_check_param(gamma, x.dim(1), "instance_norm", "gamma", x);
-    detail::norm_check_param(beta, x.dim(1), "instance_norm", "beta", x);
-    detail::norm_check_eps(eps, "instance_norm");
-    return detail::norm_forward_ref(x, gamma, beta, eps, L, {x.dim(0), x.dim(1)});
+    const blendfuse::detail::NormLayout L = layout(x);
+    blendfuse::detail::norm_check_param(gamma, x.dim(1), "instance_norm", "gamma", x);
+    blendfuse::detail::norm_check_param(beta, x.dim(1), "instance_norm", "beta", x);
+    blendfuse::detail::norm_check_eps(eps, "instance_norm");
+    return blendfuse::detail::norm_forward_ref(x, gamma, beta, eps, L, {x.dim(0), x.dim(1)});
   }
 
   template <class T>
@@ -245,24 +248,24 @@ struct InstanceNormOp {
                                         const Tensor<T, Backend>& mean,
                                         const Tensor<T, Backend>& rstd,
                                         const Tensor<T, Backend>& dy) {
-    const detail::NormLayout L = layout(x);
-    detail::norm_check_param(gamma, x.dim(1), "instance_norm_backward", "gamma", x);
-    detail::norm_check_backward(x, mean, rstd, dy, {x.dim(0), x.dim(1)}, "instance_norm_backward");
-    return detail::norm_backward_ref(x, gamma, mean, rstd, dy, L);
+    const blendfuse::detail::NormLayout L = layout(x);
+    blendfuse::detail::norm_check_param(gamma, x.dim(1), "instance_norm_backward", "gamma", x);
+    blendfuse::detail::norm_check_backward(x, mean, rstd, dy, {x.dim(0), x.dim(1)}, "instance_norm_backward");
+    return blendfuse::detail::norm_backward_ref(x, gamma, mean, rstd, dy, L);
   }
 
  private:
   template <class T>
-  static detail::NormLayout layout(const Tensor<T, Backend>& x) {
+  static blendfuse::detail::NormLayout layout(const Tensor<T, Backend>& x) {
     BF_CHECK(x.ndim() >= 3, ShapeError,
              "instance_norm: expected x of shape (N, C, L) or (N, C, H, W), got ", x.shape_string());
-    detail::NormLayout L;
+    blendfuse::detail::NormLayout L;
     L.rows = x.dim(0) * x.dim(1);
     L.groups = x.dim(1);
     L.chans = 1;
     L.inner = 1;
     for (Index d = 2; d < x.ndim(); ++d) L.inner *= x.dim(d);
-    detail::norm_check_layout(L, x, "instance_norm");
+    blendfuse::detail::norm_check_layout(L, x, "instance_norm");
     return L;
   }
 };
@@ -274,24 +277,24 @@ struct GroupNormOp {
   static NormResult<T, Backend> forward(const Tensor<T, Backend>& x, Index groups,
                                         const Tensor<T, Backend>& gamma,
                                         const Tensor<T, Backend>& beta, double eps) {
-    const detail::NormLayout L = layout(x, groups, "group_norm");
-    detail::norm_check_param(gamma, x.dim(1), "group_norm", "gamma", x);
-    detail::norm_check_param(beta, x.dim(1), "group_norm", "beta", x);
-    detail::norm_check_eps(eps, "group_norm");
-    return detail::norm_forward_ref(x, gamma, beta, eps, L, {x.dim(0), groups});
+    const blendfuse::detail::NormLayout L = layout(x, groups, "group_norm");
+    blendfuse::detail::norm_check_param(gamma, x.dim(1), "group_norm", "gamma", x);
+    blendfuse::detail::norm_check_param(beta, x.dim(1), "group_norm", "beta", x);
+    blendfuse::detail::norm_check_eps(eps, "group_norm");
+    return blendfuse::detail::norm_forward_ref(x, gamma, beta, eps, L, {x.dim(0), groups});
   }
 
   /// In place on x (inference: no statistics kept, no second buffer); the values of forward().y.
   template <class T>
   static void forward_inplace(Tensor<T, Backend>& x, Index groups, const Tensor<T, Backend>& gamma,
                               const Tensor<T, Backend>& beta, double eps) {
-    const detail::NormLayout L = layout(x, groups, "group_norm_");
-    detail::norm_check_param(gamma, x.dim(1), "group_norm_", "gamma", x);
-    detail::norm_check_param(beta, x.dim(1), "group_norm_", "beta", x);
-    detail::norm_check_eps(eps, "group_norm_");
-    BF_CHECK(detail::is_contiguous_noalloc(x), ShapeError, "group_norm_: x ", x.shape_string(),
+    const blendfuse::detail::NormLayout L = layout(x, groups, "group_norm_");
+    blendfuse::detail::norm_check_param(gamma, x.dim(1), "group_norm_", "gamma", x);
+    blendfuse::detail::norm_check_param(beta, x.dim(1), "group_norm_", "beta", x);
+    blendfuse::detail::norm_check_eps(eps, "group_norm_");
+    BF_CHECK(blendfuse::detail::is_contiguous_noalloc(x), ShapeError, "group_norm_: x ", x.shape_string(),
              " must be contiguous to be normalised in place");
-    detail::norm_forward_into_ref(x, x, gamma, beta, eps, L, "group_norm_");
+    blendfuse::detail::norm_forward_into_ref(x, x, gamma, beta, eps, L, "group_norm_");
   }
 
   template <class T>
@@ -300,28 +303,28 @@ struct GroupNormOp {
                                         const Tensor<T, Backend>& mean,
                                         const Tensor<T, Backend>& rstd,
                                         const Tensor<T, Backend>& dy) {
-    const detail::NormLayout L = layout(x, groups, "group_norm_backward");
-    detail::norm_check_param(gamma, x.dim(1), "group_norm_backward", "gamma", x);
-    detail::norm_check_backward(x, mean, rstd, dy, {x.dim(0), groups}, "group_norm_backward");
-    return detail::norm_backward_ref(x, gamma, mean, rstd, dy, L);
+    const blendfuse::detail::NormLayout L = layout(x, groups, "group_norm_backward");
+    blendfuse::detail::norm_check_param(gamma, x.dim(1), "group_norm_backward", "gamma", x);
+    blendfuse::detail::norm_check_backward(x, mean, rstd, dy, {x.dim(0), groups}, "group_norm_backward");
+    return blendfuse::detail::norm_backward_ref(x, gamma, mean, rstd, dy, L);
   }
 
  private:
   template <class T>
-  static detail::NormLayout layout(const Tensor<T, Backend>& x, Index groups, const char* op) {
+  static blendfuse::detail::NormLayout layout(const Tensor<T, Backend>& x, Index groups, const char* op) {
     BF_CHECK(x.ndim() >= 2, ShapeError, op, ": expected x of shape (N, C, *), got ",
              x.shape_string());
     BF_CHECK(groups > 0, ArgumentError, op, ": groups must be positive, got ", groups);
     const Index C = x.dim(1);
     BF_CHECK(C % groups == 0, ShapeError, op, ": ", C, " channels of x with shape ",
              x.shape_string(), " are not divisible into ", groups, " groups");
-    detail::NormLayout L;
+    blendfuse::detail::NormLayout L;
     L.rows = x.dim(0) * groups;
     L.groups = groups;
     L.chans = C / groups;
     L.inner = 1;
     for (Index d = 2; d < x.ndim(); ++d) L.inner *= x.dim(d);
-    detail::norm_check_layout(L, x, op);
+    blendfuse::detail::norm_check_layout(L, x, op);
     return L;
   }
 };
@@ -332,11 +335,11 @@ struct LayerNormOp {
   template <class T>
   static NormResult<T, Backend> forward(const Tensor<T, Backend>& x, const Tensor<T, Backend>& gamma,
                                         const Tensor<T, Backend>& beta, double eps) {
-    const detail::NormLayout L = layout(x, "layer_norm");
-    detail::norm_check_param(gamma, x.dim(-1), "layer_norm", "gamma", x);
-    detail::norm_check_param(beta, x.dim(-1), "layer_norm", "beta", x);
-    detail::norm_check_eps(eps, "layer_norm");
-    return detail::norm_forward_ref(x, gamma, beta, eps, L, stat_shape(x));
+    const blendfuse::detail::NormLayout L = layout(x, "layer_norm");
+    blendfuse::detail::norm_check_param(gamma, x.dim(-1), "layer_norm", "gamma", x);
+    blendfuse::detail::norm_check_param(beta, x.dim(-1), "layer_norm", "beta", x);
+    blendfuse::detail::norm_check_eps(eps, "layer_norm");
+    return blendfuse::detail::norm_forward_ref(x, gamma, beta, eps, L, stat_shape(x));
   }
 
   /// Inference forward into a preallocated contiguous y (x's shape; y may be x); no statistics.
@@ -345,11 +348,11 @@ struct LayerNormOp {
   static void forward_into(Tensor<T, Backend>& y, const Tensor<T, Backend>& x,
                            const Tensor<T, Backend>& gamma, const Tensor<T, Backend>& beta,
                            double eps) {
-    const detail::NormLayout L = layout(x, "layer_norm_into");
-    detail::norm_check_param(gamma, x.dim(-1), "layer_norm_into", "gamma", x);
-    detail::norm_check_param(beta, x.dim(-1), "layer_norm_into", "beta", x);
-    detail::norm_check_eps(eps, "layer_norm_into");
-    detail::norm_forward_into_ref(y, x, gamma, beta, eps, L, "layer_norm_into");
+    const blendfuse::detail::NormLayout L = layout(x, "layer_norm_into");
+    blendfuse::detail::norm_check_param(gamma, x.dim(-1), "layer_norm_into", "gamma", x);
+    blendfuse::detail::norm_check_param(beta, x.dim(-1), "layer_norm_into", "beta", x);
+    blendfuse::detail::norm_check_eps(eps, "layer_norm_into");
+    blendfuse::detail::norm_forward_into_ref(y, x, gamma, beta, eps, L, "layer_norm_into");
   }
 
   template <class T>
@@ -357,10 +360,10 @@ struct LayerNormOp {
                                         const Tensor<T, Backend>& mean,
                                         const Tensor<T, Backend>& rstd,
                                         const Tensor<T, Backend>& dy) {
-    const detail::NormLayout L = layout(x, "layer_norm_backward");
-    detail::norm_check_param(gamma, x.dim(-1), "layer_norm_backward", "gamma", x);
-    detail::norm_check_backward(x, mean, rstd, dy, stat_shape(x), "layer_norm_backward");
-    return detail::norm_backward_ref(x, gamma, mean, rstd, dy, L);
+    const blendfuse::detail::NormLayout L = layout(x, "layer_norm_backward");
+    blendfuse::detail::norm_check_param(gamma, x.dim(-1), "layer_norm_backward", "gamma", x);
+    blendfuse::detail::norm_check_backward(x, mean, rstd, dy, stat_shape(x), "layer_norm_backward");
+    return blendfuse::detail::norm_backward_ref(x, gamma, mean, rstd, dy, L);
   }
 
  private:
@@ -369,18 +372,17 @@ struct LayerNormOp {
     return Shape(x.shape().begin(), x.shape().end() - 1);
   }
   template <class T>
-  static detail::NormLayout layout(const Tensor<T, Backend>& x, const char* op) {
+  static blendfuse::detail::NormLayout layout(const Tensor<T, Backend>& x, const char* op) {
     BF_CHECK(x.ndim() >= 1, ShapeError, op, ": expected x of shape (..., D), got a 0-d tensor");
-    detail::NormLayout L;
+    blendfuse::detail::NormLayout L;
     L.chans = x.dim(-1);
     L.rows = 1;  // the product of the leading dims (no Shape built: layer_norm_into must not allocate)
     for (Index d = 0; d + 1 < x.ndim(); ++d) L.rows *= x.dim(d);
-    detail::norm_check_layout(L, x, op);
+    blendfuse::detail::norm_check_layout(L, x, op);
     return L;
   }
 };
 
-namespace ops {
 
 /// Instance norm of x (N, C, *), optional affine gamma/beta (C) (pass `{}` for none).
 /// Returns {y, mean (N, C), rstd (N, C)}.
