@@ -438,6 +438,9 @@ inline const std::vector<OpCase>& op_cases() {
         {"sdpa", AttentionCase{"scaled", 1, 2, 9, 9, 8, 8, false, 0.3}},
         {"sdpa_cached", AttentionCase{"step", 2, 4, 1, 9, 16, 16}, B::None, kNmse, false},
         {"sdpa_cached", AttentionCase{"chunk_mask", 1, 2, 3, 6, 8, 5, true}, B::None, kNmse, false},
+        // attention_inference: q (n, l, h·d), k/v (n, s, h·d) → (n, l, h·d), forward only
+        {"attention_inference", AttentionCase{"w2v_1s", 1, 12, 49, 49, 64, 64}, B::None, kNmse, false},
+        {"attention_inference", AttentionCase{"odd", 2, 3, 5, 7, 4, 4}, B::None, kNmse, false},
         {"mha", MhaCase{"faceformer", 2, 9, 9, 64, 4, true, true}},
         {"mha", MhaCase{"cross_no_bias", 1, 5, 7, 24, 3, false, false}},
     };

@@ -535,6 +535,31 @@ class SdpaRun final : public RunBase<T, B> {
   ops::SdpaGrads<T, B> g_;
 };
 
+/// ops::attention_inference: multi-head attention of already projected q (n, l, h·d) and
+/// k, v (n, s, h·d) — wav2vec2's inference path (batched GEMMs over all heads on oneDNN).
+template <class T, class B>
+class AttentionInferenceRun final : public RunBase<T, B> {
+ public:
+  AttentionInferenceRun(const bfbench::AttentionCase& c, std::uint64_t seed) : RunBase<T, B>(seed), c_(c) {
+    expect(c.d == c.dv && !c.mask && c.scale == 0.0, "attention_inference: d = dv, no mask, default scale");
+    q_ = this->in({c.n, c.l, c.h * c.d});
+    k_ = this->in({c.n, c.s, c.h * c.d});
+    v_ = this->in({c.n, c.s, c.h * c.d});
+  }
+  void forward() override { out_ = ops::attention_inference(q_, k_, v_, c_.h); }
+  void prepare_backward() override {}
+  void backward() override { expect(false, "attention_inference has no backward"); }
+  Outputs outputs() const override {
+    Outputs o;
+    this->put(o, "out", out_);
+    return o;
+  }
+
+ private:
+  bfbench::AttentionCase c_;
+  TB<T, B> q_, k_, v_, out_;
+};
+
 template <class T, class B>
 class MhaRun final : public RunBase<T, B> {
  public:
@@ -611,6 +636,7 @@ std::unique_ptr<CaseRun<T, B>> make_run(const OpCase& c) {
     case OpKind::interp: return std::make_unique<InterpRun<T, B>>(spec.template operator()<bfbench::InterpCase>(), seed);
     case OpKind::sdpa: return std::make_unique<SdpaRun<T, B>>(spec.template operator()<bfbench::AttentionCase>(), false, seed);
     case OpKind::sdpa_cached: return std::make_unique<SdpaRun<T, B>>(spec.template operator()<bfbench::AttentionCase>(), true, seed);
+    case OpKind::attention_inference: return std::make_unique<AttentionInferenceRun<T, B>>(spec.template operator()<bfbench::AttentionCase>(), seed);
     case OpKind::mha: return std::make_unique<MhaRun<T, B>>(spec.template operator()<bfbench::MhaCase>(), seed);
   }
   throw std::invalid_argument("op-case table: no runner for op '" + c.op + "'");

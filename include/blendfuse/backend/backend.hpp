@@ -82,6 +82,7 @@ inline std::vector<std::string> compiled_backends() {
   X(interp)                   \
   X(sdpa)                     \
   X(sdpa_cached)              \
+  X(attention_inference)      \
   X(mha)
 
 enum class OpKind {
