@@ -21,7 +21,7 @@ case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 CXX_FUZZ=${CXX_FUZZ:-clang++}
 JOBS=${JOBS:-$(nproc)}
 MAX_LEN=${FUZZ_MAX_LEN:-65536}
-TARGETS_ALL=(safetensors safetensors_header model_config npy obj ply wav dataset)
+TARGETS_ALL=(safetensors safetensors_header model_config model_file npy obj ply wav dataset)
 
 if [ "${1:-}" = "--list" ]; then
   printf '%s\n' "${TARGETS_ALL[@]}"

@@ -16,6 +16,8 @@
 #include "blendfuse/nn/dfm.hpp"
 #include "blendfuse/nn/faceformer.hpp"
 #include "blendfuse/nn/wav2vec2.hpp"
+#include "blendfuse/rig/rig.hpp"
+#include "blendfuse/rig/solve.hpp"
 
 namespace fs = std::filesystem;
 using namespace blendfuse;
@@ -50,6 +52,13 @@ io::Mesh tetra() {
 std::string npy_str(const Tensor<float>& t) {
   const auto b = io::serialize_npy(t);
   return std::string(b.begin(), b.end());
+}
+
+// libsndfile stamps float WAVs' PEAK chunk with the time of writing; zeroed for reproducible seeds.
+std::vector<std::uint8_t> no_timestamp(std::vector<std::uint8_t> b) {
+  for (std::size_t i = 12; i + 16 <= b.size(); ++i)
+    if (std::memcmp(b.data() + i, "PEAK", 4) == 0) std::memset(b.data() + i + 12, 0, 4);  // id, size, version, time
+  return b;
 }
 
 std::string archive(const std::vector<std::pair<std::string, std::string>>& files) {
@@ -198,10 +207,10 @@ int main(int argc, char** argv) {
   {
     std::vector<float> s(160);
     for (std::size_t i = 0; i < s.size(); ++i) s[i] = 0.5f * static_cast<float>((i % 20) - 10) / 10.0f;
-    put("wav", "f32_16k.wav", io::serialize_wav(s, 16000));
+    put("wav", "f32_16k.wav", no_timestamp(io::serialize_wav(s, 16000)));
     put("wav", "pcm16_8k_stereo.wav", io::serialize_wav(s, 8000, 2, io::WavFormat::Pcm16));
     put("wav", "pcm24_44k.wav", io::serialize_wav(std::vector<float>(s.begin(), s.begin() + 90), 44100, 1, io::WavFormat::Pcm24));
-    put("wav", "f64_4k.wav", io::serialize_wav(std::vector<float>(s.begin(), s.begin() + 40), 4000, 1, io::WavFormat::Float64));
+    put("wav", "f64_4k.wav", no_timestamp(io::serialize_wav(std::vector<float>(s.begin(), s.begin() + 40), 4000, 1, io::WavFormat::Float64)));
   }
 
   // ---- dataset folders ----
@@ -227,6 +236,35 @@ int main(int argc, char** argv) {
         archive({{"template.obj", obj}, {"regions/lips.txt", "1\n"},
                  {"vertices_npy/FaceTalk_1_TA_sentence01.npy", npy_str(ramp({4, 12}))},
                  {"units.txt", "mm"}}));
+  }
+  // ---- model files ----
+  {
+    fs::create_directories(g_out / "model_file");
+    const io::Mesh m = tetra();
+    nn::DfmConfig c;
+    c.apply_variant("no-map");
+    c.mlp_hidden = 4;
+    c.k_a = 2;
+    c.k_e = 2;
+    nn::DeformationFusionModule<float>(c, m.vertices, m.faces, 1).save((g_out / "model_file" / "dfm_mlp.safetensors").string());
+    rig::Rig r;
+    r.name = "tiny";
+    r.unit_mm = 1000;
+    r.neutral = m.vertices;
+    r.shapes = ramp({2, 4, 3});
+    r.names = {"jawOpen", "mouthSmile"};
+    r.flags = {0, 0};
+    r.faces = m.faces;
+    r.save((g_out / "model_file" / "rig.safetensors").string());
+    rig::LinearMap lm;
+    lm.L = Eigen::MatrixXd::Constant(2, 4, 0.5);
+    lm.param_names = {"jawOpen", "mouthSmile"};
+    lm.rig_name = "tiny";
+    lm.rig_vertices = 4;
+    lm.k_a = 2;
+    lm.l2 = 0.01;
+    lm.vertex_weights = Tensor<float>::full({4}, 1.0f);
+    lm.save((g_out / "model_file" / "rig_map.safetensors").string());
   }
   return 0;
 }

@@ -37,6 +37,8 @@
 #include "blendfuse/nn/dfm.hpp"
 #include "blendfuse/nn/faceformer.hpp"
 #include "blendfuse/nn/wav2vec2.hpp"
+#include "blendfuse/rig/rig.hpp"
+#include "blendfuse/rig/solve.hpp"
 
 namespace bf_fuzz {
 
@@ -260,6 +262,20 @@ inline void dataset(const std::uint8_t* data, std::size_t size) {
   });
 }
 
+// ---- model files --------------------------------------------------------------------------------
+
+/// A model file written to the scratch folder and read by the loaders that take a path: the
+/// fusion module (DeformationFusionModule::load: config, geometry map, faces, parameters), a rig
+/// (rig::Rig::load) and a rig map (rig::LinearMap::load).
+inline void model_file(const std::uint8_t* data, std::size_t size) {
+  const std::string path = (scratch_dir() / "model.safetensors").string();
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  clean_errors_only([&] { (void)blendfuse::nn::DeformationFusionModule<float>::load(path); });
+  clean_errors_only([&] { (void)blendfuse::rig::Rig::load(path); });
+  clean_errors_only([&] { (void)blendfuse::rig::LinearMap::load(path); });
+}
+
 /// Every target: name (the corpus and regression folder name, fuzz_<name> the binary) and entry.
 struct Target {
   const char* name;
@@ -268,7 +284,7 @@ struct Target {
 inline constexpr Target kTargets[] = {
     {"safetensors", safetensors}, {"safetensors_header", safetensors_header},
     {"model_config", model_config}, {"npy", npy}, {"obj", obj}, {"ply", ply}, {"wav", wav},
-    {"dataset", dataset},
+    {"dataset", dataset}, {"model_file", model_file},
 };
 
 }  // namespace bf_fuzz

@@ -244,6 +244,8 @@ inline NpyHeader parse_npy_header(const std::vector<std::uint8_t>& bytes, const 
     h.fortran_order = false;
   }
 
+  if (!shape_fits_int64(h.shape))
+    throw IoError(path, "shape " + shape_str(h.shape) + " is too large (more than 2^63 elements)");
   // Expected data size, guarding against overflow from absurd shapes.
   const std::size_t avail = bytes.size() - h.data_offset;
   std::size_t need = h.itemsize;

@@ -137,8 +137,12 @@ class SafeTensorsFile {
         if (!d.is_number_integer() || d.get<std::int64_t>() < 0)
           throw IoError(name, where + ": shape has a non-integer or negative dimension");
         info.shape.push_back(d.get<Index>());
-        count *= static_cast<std::size_t>(d.get<Index>());
       }
+      // absurd shapes: the element count (and the bytes) must not overflow
+      if (!shape_fits_int64(info.shape) ||
+          static_cast<std::size_t>(shape_numel(info.shape)) > std::numeric_limits<std::size_t>::max() / es)
+        throw IoError(name, where + ": shape " + shape_str(info.shape) + " is too large");
+      count = static_cast<std::size_t>(shape_numel(info.shape));
       const auto& off = v["data_offsets"];
       if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
           !off[1].is_number_unsigned())
