@@ -17,6 +17,19 @@
 
 namespace blendfuse::io {
 
+/// Whether a shape read from a file can be a Tensor: every dimension >= 0 and the product of the
+/// non-zero dimensions fits in int64, so the element count and every stride do (a zero-sized
+/// (0, 2^42, 2^42) array would otherwise overflow the strides). Loaders check this before they
+/// build the tensor.
+inline bool shape_fits_int64(const std::vector<std::int64_t>& dims) {
+  std::int64_t n = 1;
+  for (std::int64_t d : dims) {
+    if (d < 0) return false;
+    if (d != 0 && __builtin_mul_overflow(n, d, &n)) return false;
+  }
+  return true;
+}
+
 /// Reads a whole file into memory; throws IoError naming the file if it is missing or unreadable.
 inline std::vector<std::uint8_t> read_file_bytes(const std::string& path) {
   std::error_code ec;

@@ -466,7 +466,7 @@ inline Mesh parse_ply(const std::vector<std::uint8_t>& bytes, const std::string&
           for (auto& i : idx) {
             const double d = rd.read(p.type);
             if (d < 0 || d >= static_cast<double>(V))
-              rd.fail("face index " + std::to_string(static_cast<long long>(d)) +
+              rd.fail("face index " + blendfuse::detail::concat(d) +
                       " is out of range (file has " + std::to_string(V) + " vertices)");
             i = static_cast<std::int32_t>(d);
           }

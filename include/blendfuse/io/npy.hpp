@@ -259,6 +259,8 @@ inline NpyHeader parse_npy_header(const std::vector<std::uint8_t>& bytes, const 
     throw IoError(path, "truncated data: shape " + shape_str(h.shape) + " of " + d + " needs " +
                             (overflow ? std::string("more than 2^64") : std::to_string(need)) +
                             " bytes, file has " + std::to_string(avail) + " after the header");
+  if (!shape_fits_int64(h.shape))  // zero-sized, but (0, 2^42, 2^42) would overflow the strides
+    throw IoError(path, "shape " + shape_str(h.shape) + " is too large (more than 2^63 elements)");
   if (need < avail)
     throw IoError(path, std::to_string(avail - need) + " trailing bytes after the data of shape " +
                             shape_str(h.shape) + " " + d + " (corrupt file?)");

@@ -10,8 +10,10 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <string>
 #include <type_traits>
@@ -135,8 +137,12 @@ class SafeTensorsFile {
         if (!d.is_number_integer() || d.get<std::int64_t>() < 0)
           throw IoError(name, where + ": shape has a non-integer or negative dimension");
         info.shape.push_back(d.get<Index>());
-        count *= static_cast<std::size_t>(d.get<Index>());
       }
+      // absurd shapes: the element count (and the bytes) must not overflow
+      if (!shape_fits_int64(info.shape) ||
+          static_cast<std::size_t>(shape_numel(info.shape)) > std::numeric_limits<std::size_t>::max() / es)
+        throw IoError(name, where + ": shape " + shape_str(info.shape) + " is too large");
+      count = static_cast<std::size_t>(shape_numel(info.shape));
       const auto& off = v["data_offsets"];
       if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
           !off[1].is_number_unsigned())
@@ -221,6 +227,15 @@ class SafeTensorsFile {
       else if (dt == "U16") v = detail::load_le<std::uint16_t>(p + 2 * i);
       else if (dt == "I8") v = static_cast<std::int8_t>(p[i]);
       else v = p[i];  // U8, BOOL
+      if constexpr (std::is_integral_v<T>) {
+        // a float tensor read as integers (e.g. faces relabelled F32): only exact, in-range values
+        const double lo = static_cast<double>(std::numeric_limits<T>::min());   // exact
+        const double hi = std::ldexp(1.0, std::numeric_limits<T>::digits);      // max + 1, exact
+        if (!(v == std::floor(v) && v >= lo && v < hi))
+          throw IoError(path_, "tensor '" + name + "' (" + dt + ") holds " + blendfuse::detail::concat(v) +
+                                   " at element " + std::to_string(i) +
+                                   ", not an integer in the range of the requested integer type");
+      }
       t[static_cast<Index>(i)] = static_cast<T>(v);
     }
     return t;
@@ -283,7 +298,13 @@ class SafeTensorsWriter {
       header[name] = {{"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {off, off + e.bytes.size()}}};
       off += e.bytes.size();
     }
-    std::string h = header.dump();
+    std::string h;
+    try {
+      h = header.dump();
+    } catch (const nlohmann::json::type_error& e) {  // strings that are not valid UTF-8
+      throw ArgumentError(std::string("SafeTensorsWriter: a tensor name or metadata value is not valid UTF-8 (") +
+                          e.what() + ")");
+    }
     while ((h.size() + 8) % 8 != 0) h.push_back(' ');
     std::vector<std::uint8_t> out(8 + h.size() + off);
     const std::uint64_t n = h.size();
