@@ -300,7 +300,8 @@ TEST_CASE("op suite: the table, the runners and the backend registry agree") {
   static_assert(native_op<Cpu, OpKind::mha>);
 #ifdef BLENDFUSE_WITH_ONEDNN
   static_assert(native_op<OneDnn, OpKind::conv2d> && native_op<OneDnn, OpKind::softmax>);
-  static_assert(!native_op<OneDnn, OpKind::group_norm> && !native_op<OneDnn, OpKind::sdpa>);
+  static_assert(native_op<OneDnn, OpKind::group_norm> && native_op<OneDnn, OpKind::attention_inference>);
+  static_assert(!native_op<OneDnn, OpKind::sdpa> && !native_op<OneDnn, OpKind::interp>);
   CHECK(backend_supports("onednn", OpKind::matmul));
   CHECK_FALSE(backend_supports("onednn", OpKind::interp));
 #endif
