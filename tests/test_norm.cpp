@@ -8,31 +8,6 @@
 #include "onednn/onednn.hpp"  // before the first OneDnn use (ODR)
 #endif
 
-namespace bft_into {
-// Exact (bit-for-bit) equality of two tensors of the same shape.
-template <class T, class B1, class B2>
-bool same(const blendfuse::Tensor<T, B1>& a, const blendfuse::Tensor<T, B2>& b) {
-  if (a.shape() != b.shape()) return false;
-  const auto ac = a.contiguous();
-  const auto bc = b.contiguous();
-  for (blendfuse::Index i = 0; i < ac.numel(); ++i)
-    if (!(ac.data()[i] == bc.data()[i])) return false;
-  return true;
-}
-inline blendfuse::Tensor<float> to_float(const blendfuse::Tensor<double>& d) {
-  blendfuse::Tensor<float> f(d.shape());
-  const auto dc = d.contiguous();
-  for (blendfuse::Index i = 0; i < f.numel(); ++i) f[i] = static_cast<float>(dc[i]);
-  return f;
-}
-inline blendfuse::Tensor<double> to_double(const blendfuse::Tensor<float>& f) {
-  blendfuse::Tensor<double> d(f.shape());
-  const auto fc = f.contiguous();
-  for (blendfuse::Index i = 0; i < d.numel(); ++i) d[i] = static_cast<double>(fc[i]);
-  return d;
-}
-}  // namespace bft_into
-
 using namespace blendfuse;
 using TD = Tensor<double>;
 
