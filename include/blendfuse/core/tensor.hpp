@@ -84,16 +84,12 @@ inline Shape contiguous_strides(const Shape& s) {
 }
 
 namespace detail {
-inline constexpr std::size_t kAlignment = HostMemory::alignment;
-
 /// Zero-filled storage for n elements, allocated and freed through the backend tag.
 template <class T, class Backend = Cpu>
 std::shared_ptr<T> backend_alloc_zeroed(std::size_t n) {
   void* p = Backend::allocate(std::max<std::size_t>(n, 1) * sizeof(T));
   return std::shared_ptr<T>(static_cast<T*>(p), [](T* q) { Backend::deallocate(q); });
 }
-template <class T>
-std::shared_ptr<T> aligned_alloc_zeroed(std::size_t n) { return backend_alloc_zeroed<T, Cpu>(n); }
 }  // namespace detail
 
 template <class T, class Backend = Cpu>
@@ -209,7 +205,17 @@ class Tensor {
     BF_CHECK(i >= 0 && i < ndim(), ShapeError, "Tensor::stride: bad dim ", i);
     return strides_[static_cast<std::size_t>(i)];
   }
-  bool is_contiguous() const noexcept { return strides_ == contiguous_strides(shape_); }
+  /// Row-major strides exactly (what contiguous_strides(shape) gives). Allocation-free: the
+  /// inference ops' output-argument and in-place forms check it on every warm step.
+  bool is_contiguous() const noexcept {
+    if (strides_.size() != shape_.size()) return false;
+    Index acc = 1;
+    for (std::size_t i = shape_.size(); i-- > 0;) {
+      if (strides_[i] != acc) return false;
+      acc *= shape_[i];
+    }
+    return true;
+  }
   bool owns_storage() const noexcept { return static_cast<bool>(storage_); }
   std::string shape_string() const { return shape_str(shape_); }
 

@@ -23,11 +23,7 @@ namespace detail {
 template <class To, class T, class From>
 Tensor<T, To> host_view(const Tensor<T, From>& t) {
   static_assert(To::host_memory && From::host_memory, "host_view: host-memory backends only");
-  if constexpr (std::is_same_v<To, From>) {
-    return t;
-  } else {
-    return t.template rebind<To>();
-  }
+  return t.template to<To>();  // between host backends: the same storage, no copy
 }
 }  // namespace detail
 

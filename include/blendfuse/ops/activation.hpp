@@ -26,7 +26,6 @@
 #include "blendfuse/core/error.hpp"
 #include "blendfuse/core/rng.hpp"
 #include "blendfuse/core/tensor.hpp"
-#include "blendfuse/ops/dense_check.hpp"
 
 namespace blendfuse {
 namespace ops {
@@ -76,7 +75,7 @@ struct ReluOp {
   static void forward_inplace(Tensor<T, Backend>& x) {
     blendfuse::detail::act_static_checks<T, Backend>();
     T* p = x.data();
-    if (blendfuse::detail::is_contiguous_noalloc(x)) {  // allocation-free (inference steps)
+    if (x.is_contiguous()) {  // allocation-free (inference steps)
       for (Index i = 0, n = x.numel(); i < n; ++i) p[i] = p[i] > T(0) ? p[i] : T(0);
       return;
     }
@@ -111,7 +110,7 @@ struct GeluOp {
   static void forward_inplace(Tensor<T, Backend>& x, GeluApprox approx) {
     blendfuse::detail::act_static_checks<T, Backend>();
     T* p = x.data();
-    if (blendfuse::detail::is_contiguous_noalloc(x)) {
+    if (x.is_contiguous()) {
       const Index n = x.numel();
       for (Index i = 0; i < n; ++i) p[i] = value(p[i], approx);
       return;

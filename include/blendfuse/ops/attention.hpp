@@ -218,11 +218,11 @@ struct AttentionOp {
              " exceeds cache ", k_cache.shape_string());
     BF_CHECK(q.stride(-1) == 1 && k_cache.stride(-1) == 1 && v_cache.stride(-1) == 1, ShapeError,
              "sdpa_cached_into: q and the caches need a unit last stride");
-    BF_CHECK(out.ndim() == 4 && blendfuse::detail::is_contiguous_noalloc(out) && out.dim(0) == N && out.dim(1) == H &&
+    BF_CHECK(out.ndim() == 4 && out.is_contiguous() && out.dim(0) == N && out.dim(1) == H &&
                  out.dim(2) == L && out.dim(3) == Dv,
              ShapeError, "sdpa_cached_into: output ", out.shape_string(), " must be contiguous (",
              N, ", ", H, ", ", L, ", ", Dv, ")");
-    BF_CHECK(blendfuse::detail::is_contiguous_noalloc(scratch) && scratch.numel() >= L * length, ShapeError,
+    BF_CHECK(scratch.is_contiguous() && scratch.numel() >= L * length, ShapeError,
              "sdpa_cached_into: scratch ", scratch.shape_string(), " needs at least L·length = ",
              L * length, " contiguous elements");
     const bool has_mask = !(mask.empty() && mask.ndim() == 0);

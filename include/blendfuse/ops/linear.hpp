@@ -21,7 +21,6 @@
 
 #include "blendfuse/backend/backend.hpp"
 #include "blendfuse/core/tensor.hpp"
-#include "blendfuse/ops/dense_check.hpp"
 
 namespace blendfuse {
 
@@ -123,7 +122,7 @@ struct LinearOp {
   /// without allocating on success; returns the number of rows.
   template <class T>
   static Index check_into(const TensorT<T>& y, const TensorT<T>& x, const TensorT<T>& w) {
-    bool ok = y.ndim() == x.ndim() && blendfuse::detail::is_contiguous_noalloc(y) && y.dim(-1) == w.dim(0);
+    bool ok = y.ndim() == x.ndim() && y.is_contiguous() && y.dim(-1) == w.dim(0);
     for (Index d = 0; ok && d + 1 < x.ndim(); ++d) ok = y.dim(d) == x.dim(d);
     BF_CHECK(ok, ShapeError, "linear_into: output ", y.shape_string(), " must be contiguous and shaped like input ",
              x.shape_string(), " with last dimension out_features = ", w.dim(0));
@@ -140,8 +139,8 @@ struct LinearOp {
     blendfuse::detail::dense::require_host_backend<T, Backend>();
     check(x, w, &b);
     const Index rows = check_into<T>(y, x, w), in = w.dim(1), out = w.dim(0);
-    if (blendfuse::detail::is_contiguous_noalloc(x) && blendfuse::detail::is_contiguous_noalloc(w) &&
-        (b.empty() || blendfuse::detail::is_contiguous_noalloc(b))) {
+    if (x.is_contiguous() && w.is_contiguous() &&
+        (b.empty() || b.is_contiguous())) {
       gemm_bias(y.data(), rows, in, out, x.data(), w.data(), b.empty() ? nullptr : b.data());
       return;
     }

@@ -28,7 +28,6 @@
 
 #include "blendfuse/core/error.hpp"
 #include "blendfuse/core/tensor.hpp"
-#include "blendfuse/ops/dense_check.hpp"
 
 namespace blendfuse {
 namespace ops {
@@ -144,10 +143,10 @@ void norm_forward_into_ref(Tensor<T, B>& y, const Tensor<T, B>& x, const Tensor<
                            const char* op) {
   static_assert(std::is_floating_point_v<T>, "normalisation needs a floating-point tensor");
   static_assert(B::host_memory, "the reference normalisation needs host memory");
-  BF_CHECK(y.shape() == x.shape() && is_contiguous_noalloc(y), ShapeError, op, ": output ",
+  BF_CHECK(y.shape() == x.shape() && y.is_contiguous(), ShapeError, op, ": output ",
            y.shape_string(), " must be contiguous with the shape of x ", x.shape_string());
   const bool has_g = norm_has(gamma), has_b = norm_has(beta);
-  if (is_contiguous_noalloc(x) && (!has_g || is_contiguous_noalloc(gamma)) && (!has_b || is_contiguous_noalloc(beta))) {
+  if (x.is_contiguous() && (!has_g || gamma.is_contiguous()) && (!has_b || beta.is_contiguous())) {
     norm_forward_rows(x.data(), y.data(), has_g ? gamma.data() : nullptr,
                       has_b ? beta.data() : nullptr, eps, L, static_cast<T*>(nullptr),
                       static_cast<T*>(nullptr));
@@ -292,7 +291,7 @@ struct GroupNormOp {
     blendfuse::detail::norm_check_param(gamma, x.dim(1), "group_norm_", "gamma", x);
     blendfuse::detail::norm_check_param(beta, x.dim(1), "group_norm_", "beta", x);
     blendfuse::detail::norm_check_eps(eps, "group_norm_");
-    BF_CHECK(blendfuse::detail::is_contiguous_noalloc(x), ShapeError, "group_norm_: x ", x.shape_string(),
+    BF_CHECK(x.is_contiguous(), ShapeError, "group_norm_: x ", x.shape_string(),
              " must be contiguous to be normalised in place");
     blendfuse::detail::norm_forward_into_ref(x, x, gamma, beta, eps, L, "group_norm_");
   }
